@@ -1,0 +1,141 @@
+"""Builds the bottle application: one service graph per process, routes mounted on it."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import bottle
+from sqlalchemy import text as sql
+
+from opus import vosi
+from opus.config import Settings
+from opus.errors import OpusError
+from opus.execution.dispatch import Dispatcher, make_dispatcher
+from opus.execution.notify import SocketNotifier
+from opus.jobdefs.registry import Registry, load_registry
+from opus.store.db import Database
+from opus.uws import routes as uws_routes
+from opus.uws.service import JobService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    registry: Registry
+    dispatcher: Dispatcher
+    jobs: JobService
+
+
+def build_services(settings: Settings) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_url)
+    db.create_schema()
+    registry = load_registry(settings.jobdef_dirs)
+    dispatcher = make_dispatcher(settings)
+    notifier = SocketNotifier(settings.run_dir)
+    jobs = JobService(settings, db, registry, dispatcher, notifier)
+    return Services(settings, db, registry, dispatcher, jobs)
+
+
+def _plain(status: int, message: str) -> bottle.HTTPResponse:
+    return bottle.HTTPResponse(
+        body=message + "\n", status=status, headers={"Content-Type": uws_routes.TEXT}
+    )
+
+
+def _errors_as_text(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """Every failure becomes a status and a one-line text: never a traceback."""
+
+    @functools.wraps(callback)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except bottle.HTTPResponse:
+            raise
+        except OpusError as exc:
+            response = _plain(exc.status, exc.message)
+            if exc.status == 401:
+                response.set_header("WWW-Authenticate", 'Bearer realm="opus"')
+            return response
+        except Exception:
+            log.exception("internal error on %s %s", bottle.request.method, bottle.request.path)
+            return _plain(500, "internal server error; the server log has the details")
+
+    return wrapper
+
+
+def create_app(settings: Settings | None = None) -> bottle.Bottle:
+    services = build_services(settings or Settings())
+    app = bottle.Bottle(catchall=True)
+    app.install(_errors_as_text)
+    app.default_error_handler = lambda res: f"{res.status_line}\n"  # plain text, no HTML page
+    app.config["opus.services"] = services
+    uws_routes.install(app, services.jobs, services.settings)
+    _install_service_routes(app, services)
+    return app
+
+
+def _install_service_routes(app: bottle.Bottle, services: Services) -> None:
+    registry = services.registry
+
+    @app.get("/availability")
+    def availability() -> bytes:
+        notes = [f"{len(registry.definitions)} job definition(s) served"]
+        try:
+            with services.db.read() as conn:
+                conn.execute(sql("SELECT 1"))
+            available = True
+        except Exception as exc:
+            available = False
+            notes.append(f"database unreachable: {type(exc).__name__}")
+        notes.append(services.dispatcher.status()[1])
+        notes += [f"job definition left out: {p.path.name}: {p.field}" for p in registry.problems]
+        bottle.response.content_type = uws_routes.XML
+        return vosi.availability(available, notes)
+
+    @app.get("/capabilities")
+    def capabilities() -> bytes:
+        bottle.response.content_type = uws_routes.XML
+        return vosi.capabilities(uws_routes.base_url(), registry.names())
+
+    @app.get("/jdl")
+    def jdl_list() -> dict[str, Any]:
+        base = uws_routes.base_url()
+        return {
+            "jobdefs": [
+                {
+                    "name": d.name,
+                    "version": d.version,
+                    "type": d.type,
+                    "description": d.description,
+                    "url": f"{base}/jdl/{d.name}",
+                    "jobs": f"{base}/rest/{d.name}",
+                }
+                for d in (registry.definitions[n] for n in registry.names())
+            ],
+            "invalid": [
+                {"file": p.path.name, "field": p.field, "reason": p.reason}
+                for p in registry.problems
+            ],
+        }
+
+    @app.get("/jdl/<name>")
+    def jdl(name: str) -> bottle.HTTPResponse:
+        jobdef = services.jobs.jobdef(name)
+        response: bottle.HTTPResponse = bottle.static_file(
+            jobdef.source.rsplit("/", 1)[-1],
+            root=jobdef.source.rsplit("/", 1)[0],
+            mimetype="application/x-votable+xml",
+        )
+        return response
+
+    @app.get("/jdl/<name>/json")
+    def jdl_json(name: str) -> dict[str, Any]:
+        return services.jobs.jobdef(name).model_dump(exclude={"source"})

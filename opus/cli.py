@@ -1,0 +1,179 @@
+"""The `opus` command: serve, submit, jobs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
+XLINK = "{http://www.w3.org/1999/xlink}"
+FINAL = ("COMPLETED", "ERROR", "ABORTED", "ARCHIVED")
+DEFAULT_SERVER = os.environ.get("OPUS_SERVER", "http://127.0.0.1:8080")
+
+
+def serve(args: argparse.Namespace) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from opus.app import create_app
+    from opus.config import Settings
+    from opus.execution.executor import run_executor
+    from opus.jobdefs.registry import load_registry
+    from opus.store.db import Database
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    Database(settings.db_url).create_schema()
+    registry = load_registry(settings.jobdef_dirs)
+    for problem in registry.problems:
+        print(f"opus: job definition not served: {problem}", file=sys.stderr)
+    print(f"opus: serving {', '.join(registry.names()) or 'no job definitions'}", file=sys.stderr)
+
+    executor = None
+    if not settings.broker_url:
+        executor = multiprocessing.get_context("spawn").Process(
+            target=run_executor, args=(settings.model_dump(),), name="opus-executor", daemon=False
+        )
+        executor.start()
+
+    class Application(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", [f"{args.host}:{args.port}"])
+            self.cfg.set("workers", args.workers)
+            self.cfg.set("worker_class", "gevent")
+            self.cfg.set("worker_connections", 2000)
+            self.cfg.set("keepalive", 30)
+            self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("proc_name", "opus")
+
+        def load(self) -> Any:
+            return create_app(settings)
+
+    try:
+        Application().run()
+    finally:
+        if executor is not None and executor.is_alive():
+            executor.terminate()
+            executor.join(15)
+    return 0
+
+
+def _session() -> Any:
+    import requests
+
+    return requests.Session()
+
+
+def _job_summary(xml_text: bytes) -> dict[str, Any]:
+    root = ET.fromstring(xml_text)
+    results = [(r.get("id"), r.get(f"{XLINK}href")) for r in root.iter(f"{UWS}result")]
+    error = root.find(f"{UWS}errorSummary/{UWS}message")
+    return {
+        "id": root.findtext(f"{UWS}jobId"),
+        "phase": root.findtext(f"{UWS}phase"),
+        "results": results,
+        "error": error.text if error is not None else None,
+    }
+
+
+def submit(args: argparse.Namespace) -> int:
+    session = _session()
+    data: list[tuple[str, str]] = [("PHASE", "RUN")]
+    files: list[tuple[str, Any]] = []
+    for item in args.parameters:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"opus submit: {item!r} is not key=value", file=sys.stderr)
+            return 2
+        if value.startswith("@"):
+            path = Path(value[1:])
+            files.append((key, (path.name, path.open("rb"))))
+        else:
+            data.append((key, value))
+    url = f"{args.server.rstrip('/')}/rest/{args.jobdef}"
+    response = session.post(url, data=data, files=files or None, allow_redirects=False)
+    if response.status_code != 303:
+        print(f"opus submit: {response.status_code} {response.text.strip()}", file=sys.stderr)
+        return 1
+    job_url = response.headers["Location"]
+    print(job_url)
+    if not args.wait:
+        return 0
+    while True:
+        answer = session.get(job_url, params={"WAIT": "-1"}, timeout=700)
+        answer.raise_for_status()
+        summary = _job_summary(answer.content)
+        if summary["phase"] in FINAL:
+            break
+    print(summary["phase"])
+    for result_id, href in summary["results"]:
+        print(f"{result_id}\t{href}")
+    if summary["error"]:
+        print(summary["error"], file=sys.stderr)
+    return 0 if summary["phase"] == "COMPLETED" else 1
+
+
+def jobs(args: argparse.Namespace) -> int:
+    session = _session()
+    server = args.server.rstrip("/")
+    names = (
+        [args.jobdef]
+        if args.jobdef
+        else [d["name"] for d in session.get(f"{server}/jdl").json()["jobdefs"]]
+    )
+    params: dict[str, Any] = {"LAST": str(args.last)}
+    if args.phase:
+        params["PHASE"] = args.phase
+    for name in names:
+        response = session.get(f"{server}/rest/{name}", params=params)
+        if response.status_code != 200:
+            print(f"opus jobs: {response.status_code} {response.text.strip()}", file=sys.stderr)
+            return 1
+        for ref in ET.fromstring(response.content).iter(f"{UWS}jobref"):
+            print(
+                f"{name}\t{ref.get('id')}\t{ref.findtext(f'{UWS}phase')}"
+                f"\t{ref.findtext(f'{UWS}creationTime')}"
+            )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="opus", description=__doc__)
+    commands = top.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("serve", help="run the web server and the embedded executor")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=2, help="web server processes")
+    p.set_defaults(func=serve)
+
+    p = commands.add_parser("submit", help="create and run a job")
+    p.add_argument("jobdef")
+    p.add_argument("parameters", nargs="*", help="key=value, or key=@file to upload a file")
+    p.add_argument("--wait", action="store_true", help="wait for the job to end")
+    p.add_argument("--server", default=DEFAULT_SERVER)
+    p.set_defaults(func=submit)
+
+    p = commands.add_parser("jobs", help="list jobs, newest first")
+    p.add_argument("jobdef", nargs="?")
+    p.add_argument("--phase", action="append")
+    p.add_argument("--last", type=int, default=20)
+    p.add_argument("--server", default=DEFAULT_SERVER)
+    p.set_defaults(func=jobs)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""One Settings object for the whole server, read from OPUS_* environment variables.
+
+Every part of the server receives the Settings it runs with; nothing reads the
+environment on its own, so tests build a Settings and never patch globals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_JOBDEFS = PACKAGE_ROOT / "job_definitions"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPUS_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default=Path("opus-data"), description="jobs, results, database")
+    database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in data_dir")
+    jobdef_path: str = Field(default="", description="extra job definition folders, ':'-separated")
+    broker_url: str = Field(default="", description="Celery broker; empty means embedded executor")
+    max_execution_duration: int = Field(default=3600, ge=1, description="seconds")
+    default_destruction_days: float = Field(default=30.0, gt=0)
+    max_destruction_days: float = Field(default=365.0, gt=0)
+    allow_anonymous: bool = True
+    max_wait: int = Field(default=600, ge=0, description="longest WAIT a request may block, s")
+    executor_processes: int = Field(default=0, ge=0, description="0 means one per CPU")
+    sweep_interval: float = Field(default=60.0, gt=0, description="destruction sweep period, s")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'opus.sqlite'}"
+
+    @property
+    def jobdef_dirs(self) -> list[Path]:
+        extra = [Path(p).expanduser() for p in self.jobdef_path.split(":") if p.strip()]
+        return [SHIPPED_JOBDEFS, *extra]
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def run_dir(self) -> Path:
+        """Sockets of this server's processes.
+
+        UNIX socket paths are limited to about 100 bytes, so the folder lives in
+        the temporary directory under a short name derived from the data dir:
+        every process sharing a data dir (and so a database) finds the others.
+        """
+        digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"opus-{digest}"
+
+    @property
+    def pool_size(self) -> int:
+        return self.executor_processes or max(2, os.cpu_count() or 2)

@@ -1,0 +1,1 @@
+"""Running jobs: dispatch, the runner, executors, phase-change notices."""

@@ -1,0 +1,455 @@
+"""The job runner: claims a QUEUED job, runs what its definition declares, stores results.
+
+The same runner serves every executor (the embedded pool now, Celery workers
+later). It runs the job's process in a session of its own, so that ABORT, the
+execution-duration limit and a shutdown stop the whole process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import mimetypes
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from opus.config import Settings
+from opus.execution.notify import Notifier
+from opus.ids import new_id
+from opus.jobdefs.model import JobDefinition, ParameterDef
+from opus.jobdefs.registry import Registry
+from opus.store import jobs as store
+from opus.store.db import Database
+from opus.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+CHECK_INTERVAL = 0.2  # seconds between checks for ABORT while a job runs
+KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
+DOWNLOAD_LIMIT = 2**30
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class Shutdown(BaseException):
+    """The runner's process was asked to stop (SIGTERM) while a job ran."""
+
+
+@dataclass
+class RunnerContext:
+    settings: Settings
+    db: Database
+    registry: Registry
+    notifier: Notifier
+    worker_name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+
+class JobFailure(Exception):
+    """The job ends in ERROR with this message."""
+
+
+def job_root(settings: Settings, job_id: str) -> Path:
+    return settings.jobs_dir / job_id
+
+
+def run_job(ctx: RunnerContext, job_id: str) -> str | None:
+    """Run one job if it is still QUEUED; the phase it ended in (None if not claimed)."""
+    with ctx.db.write() as conn:
+        claimed = store.change_phase(
+            conn, job_id, "EXECUTING", ["QUEUED"], start_time=utcnow(), worker=ctx.worker_name
+        )
+    if not claimed:
+        return None
+    ctx.notifier.publish(job_id)
+    try:
+        phase = _execute(ctx, job_id)
+    except JobFailure as exc:
+        phase = _finish(ctx, job_id, "ERROR", error_message=str(exc), error_type="fatal")
+    except Shutdown:
+        phase = _finish(
+            ctx,
+            job_id,
+            "ERROR",
+            error_type="transient",
+            error_message="the server shut down while the job was executing",
+        )
+        raise
+    except Exception as exc:
+        log.exception("job %s failed inside the runner", job_id)
+        phase = _finish(
+            ctx,
+            job_id,
+            "ERROR",
+            error_type="transient",
+            error_message=f"internal error while running the job: {type(exc).__name__}: {exc}",
+        )
+    return phase
+
+
+def _finish(
+    ctx: RunnerContext,
+    job_id: str,
+    phase: str,
+    results: list[dict[str, Any]] | None = None,
+    **fields: Any,
+) -> str:
+    with ctx.db.write() as conn:
+        moved = store.change_phase(conn, job_id, phase, ["EXECUTING"], end_time=utcnow(), **fields)
+        if moved and results:
+            store.insert_entities(conn, results)
+        current = phase if moved else (store.get_phase(conn, job_id) or ("", "gone"))[1]
+    ctx.notifier.publish(job_id)
+    return current
+
+
+def _execute(ctx: RunnerContext, job_id: str) -> str:
+    with ctx.db.read() as conn:
+        job = store.get_job(conn, job_id)
+        parameters = store.get_parameters(conn, job_id)
+        inputs = store.get_inputs(conn, job_id)
+    if job is None:
+        raise JobFailure("the job was deleted before it ran")
+    jobdef = ctx.registry.get(job.jobdef)
+    if jobdef is None:
+        raise JobFailure(f"job definition {job.jobdef!r} is not served any more")
+
+    root = job_root(ctx.settings, job_id)
+    workdir = root / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    values = {p.name: p.value for p in parameters if jobdef.parameter(p.name)}
+    inputs += _download_inputs(ctx, job_id, jobdef, parameters, {r for r, _ in inputs}, root)
+    input_files = _place_inputs(ctx.settings, inputs, workdir)
+
+    env = _environment(ctx.settings, jobdef, values, input_files, root)
+    argv = _argv(jobdef, values, input_files, env, root)
+    deadline = time.monotonic() + job.execution_duration
+    outcome = _run_process(ctx, job_id, argv, env, workdir, root, deadline)
+    if outcome == "aborted":
+        return "ABORTED"
+    if outcome == "timeout":
+        raise JobFailure(
+            f"the job ran past its execution duration of {job.execution_duration} s and was stopped"
+        )
+    results = _collect_results(ctx.settings, jobdef, job_id, workdir)
+    return _finish(ctx, job_id, "COMPLETED", results=results)
+
+
+def _download_inputs(
+    ctx: RunnerContext,
+    job_id: str,
+    jobdef: JobDefinition,
+    parameters: list[store.ParameterValue],
+    resolved_roles: set[str],
+    root: Path,
+) -> list[tuple[str, store.EntityRecord]]:
+    """Fetch the used entities given by URL and record them as entities of this job."""
+    rows: list[dict[str, Any]] = []
+    folder = root / "downloads"
+    for param in parameters:
+        used = jobdef.used_entity(param.name)
+        if used is None or param.name in resolved_roles or not param.by_reference:
+            continue
+        folder.mkdir(exist_ok=True)
+        entity_id = new_id()
+        target = folder / entity_id
+        digest, size = hashlib.sha256(), 0
+        try:
+            with (
+                urllib.request.urlopen(param.value, timeout=60) as response,
+                target.open("wb") as out,
+            ):
+                while chunk := response.read(1 << 20):
+                    size += len(chunk)
+                    if size > DOWNLOAD_LIMIT:
+                        raise JobFailure(f"{param.name}: {param.value} is larger than 1 GiB")
+                    digest.update(chunk)
+                    out.write(chunk)
+                given_type = response.headers.get("Content-Type")
+        except OSError as exc:
+            raise JobFailure(f"{param.name}: could not download {param.value}: {exc}") from None
+        file_name = SAFE_NAME.sub("_", Path(param.value.split("?")[0]).name) or param.name
+        rows.append(
+            dict(
+                id=entity_id,
+                job_id=job_id,
+                name=param.name,
+                role=param.name,
+                origin="download",
+                path=str(target.relative_to(ctx.settings.data_dir)),
+                file_name=file_name,
+                content_type=given_type.split(";")[0].strip() if given_type else used.content_type,
+                size=size,
+                sha256=digest.hexdigest(),
+                location=param.value,
+                creation_time=utcnow(),
+            )
+        )
+    if not rows:
+        return []
+    with ctx.db.write() as conn:
+        store.insert_entities(conn, rows)
+        store.replace_inputs(
+            conn,
+            job_id,
+            [dict(role=r["role"], position=i, entity_id=r["id"]) for i, r in enumerate(rows)],
+        )
+    return [(r["role"], store.EntityRecord(**r)) for r in rows]
+
+
+def _place_inputs(
+    settings: Settings, inputs: list[tuple[str, store.EntityRecord]], workdir: Path
+) -> dict[str, list[str]]:
+    """Link each used entity's file into the working directory; role -> file names."""
+    placed: dict[str, list[str]] = {}
+    taken: set[str] = set()
+    for role, entity in inputs:
+        name = SAFE_NAME.sub("_", entity.file_name).lstrip(".") or role
+        if name in taken:
+            name = f"{role}_{len(placed.get(role, []))}_{name}"
+        taken.add(name)
+        target = workdir / name
+        source = settings.data_dir / entity.path
+        if not source.is_file():
+            raise JobFailure(f"{role}: the stored file of entity {entity.id} is gone")
+        if not target.exists():
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+        placed.setdefault(role, []).append(name)
+    return placed
+
+
+def _environment(
+    settings: Settings,
+    jobdef: JobDefinition,
+    values: dict[str, str],
+    input_files: dict[str, list[str]],
+    root: Path,
+) -> dict[str, str]:
+    tmp = root / "tmp"
+    tmp.mkdir(exist_ok=True)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": str(root),
+        "TMPDIR": str(tmp),
+        "LANG": "C.UTF-8",
+    }
+    for pdef in jobdef.parameters:
+        if pdef.name in values:
+            env[pdef.name] = values[pdef.name]
+        elif pdef.default is not None:
+            env[pdef.name] = pdef.default
+    for used in jobdef.used:
+        if used.name in input_files:
+            env[used.name] = " ".join(input_files[used.name])
+    for gen in jobdef.generated:
+        env[gen.name] = gen.file_name
+    return env
+
+
+def _argv(
+    jobdef: JobDefinition,
+    values: dict[str, str],
+    input_files: dict[str, list[str]],
+    env: dict[str, str],
+    root: Path,
+) -> list[str]:
+    execution = jobdef.execution
+    if execution.script is not None:
+        script = root / "script.sh"
+        script.write_text(execution.script)
+        return ["bash", "--noprofile", "--norc", str(script)]
+    if execution.command is not None:
+        # Each element is one argument: a value never becomes shell syntax.
+        return [Template(arg).safe_substitute(env) for arg in execution.command]
+    call = root / "call.json"
+    call.write_text(
+        json.dumps(
+            {
+                "callable": execution.callable,
+                "kwargs": _typed_kwargs(jobdef, env, input_files),
+                "path": str(Path(jobdef.source).parent) if jobdef.source else "",
+            }
+        )
+    )
+    return [sys.executable, "-m", "opus.execution.call", str(call)]
+
+
+def _typed_kwargs(
+    jobdef: JobDefinition, env: dict[str, str], input_files: dict[str, list[str]]
+) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for pdef in jobdef.parameters:
+        if pdef.name in env:
+            kwargs[pdef.name] = _python_value(pdef, env[pdef.name])
+    for used in jobdef.used:
+        files = input_files.get(used.name, [])
+        kwargs[used.name] = files if used.multiplicity != 1 else (files[0] if files else None)
+    for gen in jobdef.generated:
+        kwargs[gen.name] = gen.file_name
+    return kwargs
+
+
+def _python_value(pdef: ParameterDef, text: str) -> Any:
+    if pdef.kind == "integer":
+        return int(text)
+    if pdef.kind == "real":
+        return float(text)
+    if pdef.kind == "boolean":
+        return text.lower() in ("true", "1", "yes", "t", "y", "on")
+    return text
+
+
+def _run_process(
+    ctx: RunnerContext,
+    job_id: str,
+    argv: list[str],
+    env: dict[str, str],
+    workdir: Path,
+    root: Path,
+    deadline: float,
+) -> str:
+    """'exited', 'aborted' or 'timeout'; raises JobFailure for a failed process."""
+    with (root / "stdout.log").open("wb") as out, (root / "stderr.log").open("wb") as err:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise JobFailure(f"could not start {argv[0]}: {exc}") from None
+    try:
+        outcome = _supervise(ctx, job_id, proc, deadline)
+    finally:
+        _kill_group(proc)
+    if outcome != "exited":
+        return outcome
+    if proc.returncode != 0:
+        reason = (
+            f"killed by signal {-proc.returncode}"
+            if proc.returncode < 0
+            else f"exited with status {proc.returncode}"
+        )
+        tail = _tail(root / "stderr.log")
+        raise JobFailure(f"the job's process {reason}" + (f": {tail}" if tail else ""))
+    return outcome
+
+
+def _supervise(
+    ctx: RunnerContext, job_id: str, proc: subprocess.Popen[bytes], deadline: float
+) -> str:
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        while True:
+            left = deadline - time.monotonic()
+            if poller.poll(max(0.0, min(CHECK_INTERVAL, left)) * 1000):
+                proc.wait()
+                return "exited"
+            if time.monotonic() >= deadline:
+                return "timeout"
+            with ctx.db.read() as conn:
+                state = store.get_phase(conn, job_id)
+            if state is None or state[1] != "EXECUTING":
+                return "aborted"
+    finally:
+        os.close(pidfd)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the job's process and everything it started (its process group)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(KILL_GRACE)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(KILL_GRACE)
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    try:
+        data = path.read_bytes()[-limit:]
+    except OSError:
+        return ""
+    return data.decode(errors="replace").strip()
+
+
+def _sha256(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _collect_results(
+    settings: Settings, jobdef: JobDefinition, job_id: str, workdir: Path
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    real_workdir = workdir.resolve()
+    for gen in jobdef.generated:
+        if gen.is_pattern:
+            matches = sorted(p for p in workdir.glob(gen.file_name) if p.is_file())
+        else:
+            candidate = workdir / gen.file_name
+            matches = [candidate] if candidate.is_file() else []
+        if not matches and not gen.is_pattern:
+            raise JobFailure(f"result {gen.name} ({gen.file_name}) was not produced")
+        for path in matches:
+            real = path.resolve()
+            if not real.is_relative_to(real_workdir):
+                raise JobFailure(f"result {gen.name}: {path.name} points outside the job directory")
+            relative = path.relative_to(workdir).as_posix()
+            result_id = relative if gen.is_pattern else gen.name
+            if result_id in seen:
+                continue
+            seen.add(result_id)
+            sha, size = _sha256(real)
+            content_type = gen.content_type
+            if gen.is_pattern and content_type == "application/octet-stream":
+                content_type = mimetypes.guess_type(path.name)[0] or content_type
+            rows.append(
+                dict(
+                    id=new_id(),
+                    job_id=job_id,
+                    name=result_id,
+                    role=gen.name,
+                    origin="result",
+                    path=str(real.relative_to(settings.data_dir.resolve())),
+                    file_name=path.name,
+                    content_type=content_type,
+                    size=size,
+                    sha256=sha,
+                    location=None,
+                    creation_time=utcnow(),
+                )
+            )
+    return rows

@@ -1,0 +1,1 @@
+"""Job definitions: ActivityDescription files, their registry and parameter checking."""

@@ -1,0 +1,175 @@
+"""What a job definition (an IVOA ActivityDescription) declares, as pydantic models."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+JOBDEF_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
+
+# Environment names a parameter must not take: the job's scripts see every
+# parameter as an environment variable, and these would change how bash, the
+# dynamic linker or Python behave (BASH_ENV, for one, is sourced by bash).
+RESERVED_ENV = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "IFS",
+        "ENV",
+        "BASH_ENV",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "CDPATH",
+        "GLOBIGNORE",
+        "PS1",
+        "PS2",
+        "PS3",
+        "PS4",
+        "PROMPT_COMMAND",
+        "SHELL",
+        "TMPDIR",
+        "LANG",
+        "LC_ALL",
+        "PWD",
+        "OLDPWD",
+        "USER",
+        "LOGNAME",
+        "HOSTNAME",
+        "TERM",
+    }
+)
+RESERVED_ENV_PREFIXES = ("LD_", "BASH_", "PYTHON", "OPUS_", "LC_", "GCONV", "MALLOC")
+
+Kind = Literal["string", "integer", "real", "boolean", "datetime"]
+
+
+def check_env_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"name {name!r} must be a letter or _ followed by letters, digits, _")
+    if name.upper() in RESERVED_ENV or name.upper().startswith(RESERVED_ENV_PREFIXES):
+        raise ValueError(f"name {name!r} is reserved (it would change the job's environment)")
+    return name
+
+
+class _EnvNamed(BaseModel):
+    """Something a job's process sees as an environment variable of the same name."""
+
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _env_safe(cls, value: str) -> str:
+        return check_env_name(value)
+
+
+class ParameterDef(_EnvNamed):
+    kind: Kind = "string"
+    datatype: str = "char"  # as written in the definition, kept for the form and the JSON
+    default: str | None = None
+    required: bool = False
+    unit: str | None = None
+    ucd: str | None = None
+    utype: str | None = None
+    min: str | None = None
+    max: str | None = None
+    options: list[str] = Field(default_factory=list)
+    description: str = ""
+
+
+class UsedDef(_EnvNamed):
+    """An input entity: given by upload, by URL, or by the id of a stored entity."""
+
+    content_type: str = "application/octet-stream"
+    multiplicity: int | Literal["*"] = 1
+    default: str | None = None
+    required: bool = True
+    url_template: str | None = None  # builds the URL from a plain identifier: "...$ID..."
+    description: str = ""
+
+
+class GeneratedDef(_EnvNamed):
+    """A result: a file name, or a glob pattern relative to the job's working directory."""
+
+    content_type: str = "application/octet-stream"
+    file_name: str
+    multiplicity: int | Literal["*"] = 1
+    description: str = ""
+
+    @field_validator("file_name")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        parts = value.replace("\\", "/").split("/")
+        if value.startswith("/") or ".." in parts or not value.strip():
+            raise ValueError(f"file name {value!r} must be relative, inside the job directory")
+        return value
+
+    @property
+    def is_pattern(self) -> bool:
+        return any(c in self.file_name for c in "*?[")
+
+
+class Execution(BaseModel):
+    """What runs: exactly one of a bash script, an argv command, or a Python callable."""
+
+    script: str | None = None
+    command: list[str] | None = None
+    callable: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Execution:
+        given = [k for k in ("script", "command", "callable") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "exactly one of script, command or callable must be given"
+                f" (found {', '.join(given) or 'none'})"
+            )
+        if self.callable and not re.match(r"^[\w.]+:[\w.]+$", self.callable):
+            raise ValueError(f"callable {self.callable!r} must read module:function")
+        return self
+
+
+class JobDefinition(BaseModel):
+    name: str
+    version: str = ""
+    type: str = ""
+    subtype: str = ""
+    description: str = ""
+    doculink: str = ""
+    contact_name: str = ""
+    contact_email: str = ""
+    execution_duration: int = Field(default=0, ge=0)  # seconds; 0: the server maximum
+    quote: int | None = Field(default=None, ge=0)  # expected duration, seconds
+    parameters: list[ParameterDef] = Field(default_factory=list)
+    used: list[UsedDef] = Field(default_factory=list)
+    generated: list[GeneratedDef] = Field(default_factory=list)
+    execution: Execution
+    source: str = ""  # the file it was read from
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not JOBDEF_NAME_PATTERN.match(value):
+            raise ValueError(f"job definition name {value!r} is not a safe URL path segment")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> JobDefinition:
+        seen: set[str] = set()
+        for name in (
+            [p.name for p in self.parameters]
+            + [u.name for u in self.used]
+            + [g.name for g in self.generated]
+        ):
+            if name.lower() in seen:
+                raise ValueError(f"name {name!r} is declared twice")
+            seen.add(name.lower())
+        return self
+
+    def parameter(self, name: str) -> ParameterDef | None:
+        return next((p for p in self.parameters if p.name == name), None)
+
+    def used_entity(self, name: str) -> UsedDef | None:
+        return next((u for u in self.used if u.name == name), None)

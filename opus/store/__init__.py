@@ -1,0 +1,1 @@
+"""SQLAlchemy 2 tables and database access for jobs, parameters and stored entities."""

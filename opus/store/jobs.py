@@ -1,0 +1,240 @@
+"""Reading and writing jobs, their parameters, inputs and results (SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, delete, func, insert, or_, select, update
+
+from opus.store import schema
+
+jobs: Table = schema.jobs  # type: ignore[assignment]
+job_parameters: Table = schema.job_parameters  # type: ignore[assignment]
+entities: Table = schema.entities  # type: ignore[assignment]
+job_inputs: Table = schema.job_inputs  # type: ignore[assignment]
+
+ACTIVE_PHASES = ("PENDING", "QUEUED", "EXECUTING", "HELD", "SUSPENDED")
+FINAL_PHASES = ("COMPLETED", "ERROR", "ABORTED", "ARCHIVED")
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    jobdef: str
+    run_id: str | None
+    owner: str | None
+    phase: str
+    creation_time: datetime
+    start_time: datetime | None
+    end_time: datetime | None
+    execution_duration: int
+    destruction: datetime
+    quote: datetime | None
+    error_message: str | None
+    error_type: str | None
+    worker: str | None
+
+
+@dataclass(frozen=True)
+class ParameterValue:
+    name: str
+    value: str
+    by_reference: bool
+
+
+@dataclass(frozen=True)
+class EntityRecord:
+    id: str
+    job_id: str | None
+    name: str
+    role: str
+    origin: str
+    path: str
+    file_name: str
+    content_type: str
+    size: int
+    sha256: str
+    location: str | None
+    creation_time: datetime
+
+
+def _job(row: Any) -> JobRecord:
+    return JobRecord(**row._mapping)
+
+
+def _entity(row: Any) -> EntityRecord:
+    return EntityRecord(**row._mapping)
+
+
+def insert_job(
+    conn: Connection,
+    job: dict[str, Any],
+    parameters: Sequence[dict[str, Any]],
+    inputs: Sequence[dict[str, Any]] = (),
+) -> None:
+    conn.execute(insert(jobs), [job])
+    if parameters:
+        conn.execute(insert(job_parameters), [dict(p, job_id=job["id"]) for p in parameters])
+    if inputs:
+        conn.execute(insert(job_inputs), [dict(i, job_id=job["id"]) for i in inputs])
+
+
+def get_job(conn: Connection, job_id: str) -> JobRecord | None:
+    row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+    return _job(row) if row else None
+
+
+def get_phase(conn: Connection, job_id: str) -> tuple[str, str] | None:
+    """(jobdef, phase) of a job: what the hot paths need to answer."""
+    row = conn.execute(select(jobs.c.jobdef, jobs.c.phase).where(jobs.c.id == job_id)).first()
+    return (row[0], row[1]) if row else None
+
+
+def list_jobs(
+    conn: Connection,
+    jobdef: str,
+    phases: Sequence[str] = (),
+    after: datetime | None = None,
+    last: int | None = None,
+    owner: str | None = None,
+) -> list[JobRecord]:
+    """UWS job list: PHASE (union) AND AFTER AND owner; LAST gives the newest first."""
+    query = select(jobs).where(jobs.c.jobdef == jobdef)
+    if phases:
+        query = query.where(jobs.c.phase.in_(phases))
+    else:
+        query = query.where(jobs.c.phase != "ARCHIVED")
+    if after is not None:
+        query = query.where(jobs.c.creation_time > after)
+    if owner is not None:
+        query = query.where(jobs.c.owner == owner)
+    if last is not None:
+        query = query.order_by(jobs.c.creation_time.desc(), jobs.c.id.desc()).limit(last)
+    else:
+        query = query.order_by(jobs.c.creation_time, jobs.c.id)
+    return [_job(row) for row in conn.execute(query)]
+
+
+def change_phase(
+    conn: Connection, job_id: str, to: str, allowed_from: Iterable[str], **fields: Any
+) -> bool:
+    """Move the job to phase `to` only if it is in one of `allowed_from`; True if it moved."""
+    result = conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.phase.in_(list(allowed_from)))
+        .values(phase=to, **fields)
+    )
+    return bool(result.rowcount)
+
+
+def update_job(conn: Connection, job_id: str, **fields: Any) -> None:
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(**fields))
+
+
+def get_parameters(conn: Connection, job_id: str) -> list[ParameterValue]:
+    rows = conn.execute(
+        select(job_parameters.c.name, job_parameters.c.value, job_parameters.c.by_reference)
+        .where(job_parameters.c.job_id == job_id)
+        .order_by(job_parameters.c.name, job_parameters.c.position)
+    )
+    return [ParameterValue(r[0], r[1], bool(r[2])) for r in rows]
+
+
+def replace_parameters(conn: Connection, job_id: str, values: Sequence[dict[str, Any]]) -> None:
+    """Set the given parameters (each name replaces all its earlier values)."""
+    names = {v["name"] for v in values}
+    conn.execute(
+        delete(job_parameters).where(
+            job_parameters.c.job_id == job_id, job_parameters.c.name.in_(names)
+        )
+    )
+    if values:
+        conn.execute(insert(job_parameters), [dict(v, job_id=job_id) for v in values])
+
+
+def replace_inputs(conn: Connection, job_id: str, values: Sequence[dict[str, Any]]) -> None:
+    roles = {v["role"] for v in values}
+    conn.execute(
+        delete(job_inputs).where(job_inputs.c.job_id == job_id, job_inputs.c.role.in_(roles))
+    )
+    if values:
+        conn.execute(insert(job_inputs), [dict(v, job_id=job_id) for v in values])
+
+
+def get_inputs(conn: Connection, job_id: str) -> list[tuple[str, EntityRecord]]:
+    rows = conn.execute(
+        select(job_inputs.c.role.label("input_role"), entities)
+        .join(entities, entities.c.id == job_inputs.c.entity_id)
+        .where(job_inputs.c.job_id == job_id)
+        .order_by(job_inputs.c.role, job_inputs.c.position)
+    )
+    found = []
+    for row in rows:
+        fields = dict(row._mapping)
+        found.append((fields.pop("input_role"), EntityRecord(**fields)))
+    return found
+
+
+def insert_entities(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(entities), list(rows))
+
+
+def get_entity(conn: Connection, entity_id: str) -> EntityRecord | None:
+    row = conn.execute(select(entities).where(entities.c.id == entity_id)).first()
+    return _entity(row) if row else None
+
+
+def get_results(conn: Connection, job_id: str) -> list[EntityRecord]:
+    rows = conn.execute(
+        select(entities)
+        .where(entities.c.job_id == job_id, entities.c.origin == "result")
+        .order_by(entities.c.name)
+    )
+    return [_entity(r) for r in rows]
+
+
+def job_ids_in_phase(conn: Connection, phase: str, limit: int = 1000) -> list[str]:
+    rows = conn.execute(
+        select(jobs.c.id).where(jobs.c.phase == phase).order_by(jobs.c.creation_time).limit(limit)
+    )
+    return [r[0] for r in rows]
+
+
+def executing_on(conn: Connection, host_prefix: str) -> list[tuple[str, str]]:
+    """(job id, worker) of the EXECUTING jobs whose worker name starts with host_prefix."""
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.worker).where(
+            jobs.c.phase == "EXECUTING",
+            or_(jobs.c.worker.is_(None), jobs.c.worker.startswith(host_prefix)),
+        )
+    )
+    return [(r[0], r[1] or "") for r in rows]
+
+
+def expired_job_ids(conn: Connection, now: datetime, limit: int = 500) -> list[str]:
+    rows = conn.execute(select(jobs.c.id).where(jobs.c.destruction <= now).limit(limit))
+    return [r[0] for r in rows]
+
+
+def delete_job(conn: Connection, job_id: str) -> list[str]:
+    """Delete the job's rows and the entities only it holds; the entity paths to remove."""
+    owned = conn.execute(
+        select(entities.c.id, entities.c.path).where(entities.c.job_id == job_id)
+    ).all()
+    conn.execute(delete(job_parameters).where(job_parameters.c.job_id == job_id))
+    conn.execute(delete(job_inputs).where(job_inputs.c.job_id == job_id))
+    if owned:
+        conn.execute(delete(entities).where(entities.c.id.in_([r[0] for r in owned])))
+    conn.execute(delete(jobs).where(jobs.c.id == job_id))
+    return [r[1] for r in owned]
+
+
+def count_jobs(conn: Connection, jobdef: str | None = None) -> int:
+    query = select(func.count()).select_from(jobs)
+    if jobdef:
+        query = query.where(jobs.c.jobdef == jobdef)
+    return int(conn.execute(query).scalar_one())

@@ -1,0 +1,89 @@
+"""The tables of the job store.
+
+Declarative classes give readable models; the hot paths use their ``__table__``
+with SQLAlchemy Core, which costs a fraction of ORM object loading.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    jobdef: Mapped[str] = mapped_column(String(128))
+    run_id: Mapped[str | None] = mapped_column(String(256))
+    owner: Mapped[str | None] = mapped_column(String(256))
+    phase: Mapped[str] = mapped_column(String(16))
+    creation_time: Mapped[datetime] = mapped_column(DateTime)
+    start_time: Mapped[datetime | None] = mapped_column(DateTime)
+    end_time: Mapped[datetime | None] = mapped_column(DateTime)
+    execution_duration: Mapped[int] = mapped_column(Integer)
+    destruction: Mapped[datetime] = mapped_column(DateTime)
+    quote: Mapped[datetime | None] = mapped_column(DateTime)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    error_type: Mapped[str | None] = mapped_column(String(16))
+    worker: Mapped[str | None] = mapped_column(String(256))
+
+    __table_args__ = (
+        Index("ix_jobs_list", "jobdef", "creation_time"),
+        Index("ix_jobs_phase", "phase"),
+        Index("ix_jobs_destruction", "destruction"),
+    )
+
+
+class JobParameter(Base):
+    """One value of a job parameter; a repeated parameter has several rows."""
+
+    __tablename__ = "job_parameters"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, default=0)
+    value: Mapped[str] = mapped_column(Text)
+    by_reference: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Entity(Base):
+    """A stored file: an upload, a download or a job result."""
+
+    __tablename__ = "entities"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    name: Mapped[str] = mapped_column(String(256))  # result id, or the upload's role
+    role: Mapped[str] = mapped_column(String(128))  # the Generated or Used name it fills
+    origin: Mapped[str] = mapped_column(String(16))  # result | upload | download
+    path: Mapped[str] = mapped_column(Text)  # relative to the data dir
+    file_name: Mapped[str] = mapped_column(String(256))
+    content_type: Mapped[str] = mapped_column(String(128))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    location: Mapped[str | None] = mapped_column(Text)  # source URL of a download
+    creation_time: Mapped[datetime] = mapped_column(DateTime)
+
+
+class JobInput(Base):
+    """A used entity of a job: which stored entity plays which role."""
+
+    __tablename__ = "job_inputs"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    role: Mapped[str] = mapped_column(String(128), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, default=0)
+    entity_id: Mapped[str] = mapped_column(String(40), index=True)
+
+
+jobs = Job.__table__
+job_parameters = JobParameter.__table__
+entities = Entity.__table__
+job_inputs = JobInput.__table__

@@ -1,0 +1,29 @@
+"""UTC times as UWS writes and reads them (ISO 8601)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    """Naive UTC now: the store keeps naive UTC datetimes."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def parse_datetime(text: str) -> datetime:
+    """ISO 8601 (date, or date and time, optional zone) to naive UTC; ValueError says why."""
+    raw = text.strip()
+    candidate = raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw
+    try:
+        value = datetime.fromisoformat(candidate)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 date-time (e.g. 2026-01-31T12:00:00Z)")
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def format_datetime(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    return value.isoformat(timespec="milliseconds") + "Z"

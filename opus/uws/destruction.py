@@ -1,0 +1,33 @@
+"""Destroying jobs: their rows, their files, and a notice so that a runner stops them."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+from opus.config import Settings
+from opus.execution.notify import Notifier
+from opus.store import jobs as store
+from opus.store.db import Database
+from opus.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+
+def destroy_job(settings: Settings, db: Database, notifier: Notifier, job_id: str) -> None:
+    with db.write() as conn:
+        store.delete_job(conn, job_id)
+    notifier.publish(job_id)  # a runner of this job sees it gone and stops it
+    for folder in (settings.jobs_dir / job_id, settings.uploads_dir / job_id):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def destroy_expired(settings: Settings, db: Database, notifier: Notifier) -> int:
+    """Delete the jobs past their destruction time, with their files; how many."""
+    with db.read() as conn:
+        expired = store.expired_job_ids(conn, utcnow())
+    for job_id in expired:
+        destroy_job(settings, db, notifier, job_id)
+    if expired:
+        log.info("destroyed %d job(s) past their destruction time", len(expired))
+    return len(expired)

@@ -1,0 +1,219 @@
+"""UWS 1.1 HTTP resources: parse the request, call the service, render. No rules here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import bottle
+
+from opus.auth import owner_of
+from opus.config import Settings
+from opus.errors import BadRequest, ParameterError
+from opus.timeutil import format_datetime
+from opus.uws import xml
+from opus.uws.service import JobService, Upload
+
+XML = "application/xml; charset=utf-8"
+TEXT = "text/plain; charset=utf-8"
+
+
+def base_url() -> str:
+    parts = bottle.request.urlparts
+    return f"{parts.scheme}://{parts.netloc}{bottle.request.script_name.rstrip('/')}"
+
+
+def text(body: str) -> str:
+    bottle.response.content_type = TEXT
+    return body
+
+
+def xml_body(body: bytes) -> bytes:
+    bottle.response.content_type = XML
+    return body
+
+
+def see_other(url: str) -> bottle.HTTPResponse:
+    return bottle.HTTPResponse(status=303, headers={"Location": url})
+
+
+def query_values(name: str) -> list[str]:
+    """All values of a query parameter, its name matched case-insensitively (DALI)."""
+    wanted = name.upper()
+    return [v for k, v in bottle.request.query.decode().allitems() if k.upper() == wanted]
+
+
+def query_value(name: str) -> str | None:
+    values = query_values(name)
+    if len(values) > 1:
+        raise ParameterError(name, "given more than once")
+    return values[0] if values else None
+
+
+def form_fields() -> tuple[list[tuple[str, str]], list[Upload]]:
+    """The posted form (urlencoded or multipart): plain fields and uploaded files."""
+    request = bottle.request
+    try:
+        fields = list(request.forms.decode().allitems())
+        files = list(request.files.allitems())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the request body is not a readable form: {exc}") from None
+    uploads = [
+        Upload(name, upload.raw_filename or name, upload.content_type or "", upload.file)
+        for name, upload in files
+    ]
+    return fields, uploads
+
+
+def form_value(fields: list[tuple[str, str]], name: str) -> str | None:
+    values = [v for k, v in fields if k.upper() == name]
+    if len(values) > 1:
+        raise ParameterError(name, "given more than once")
+    return values[0] if values else None
+
+
+def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None:
+    def job_url(jobdef: str, job_id: str) -> str:
+        return f"{base_url()}/rest/{jobdef}/{job_id}"
+
+    def route(path: str, method: str = "GET") -> Callable[[Callable[..., Any]], Any]:
+        return app.route(path, method)  # type: ignore[no-any-return]
+
+    @route("/rest/<jobdef>")
+    def job_list(jobdef: str) -> bytes:
+        jobs = service.list_jobs(
+            jobdef,
+            query_values("PHASE"),
+            query_value("AFTER"),
+            query_value("LAST"),
+        )
+        return xml_body(xml.job_list(jobs, f"{base_url()}/rest/{jobdef}"))
+
+    @route("/rest/<jobdef>", "POST")
+    def create(jobdef: str) -> bottle.HTTPResponse:
+        owner = owner_of(bottle.request.environ, settings)
+        fields, uploads = form_fields()
+        job_id = service.create(jobdef, fields, uploads, owner, base_url())
+        return see_other(job_url(jobdef, job_id))
+
+    @route("/rest/<jobdef>/<job_id>")
+    def job(jobdef: str, job_id: str) -> bytes:
+        wait = query_value("WAIT")
+        if wait is not None:
+            service.wait(jobdef, job_id, wait, query_value("PHASE"))
+        return xml_body(xml.job_document(service.get(jobdef, job_id), job_url(jobdef, job_id)))
+
+    @route("/rest/<jobdef>/<job_id>", "POST")
+    def post_job(jobdef: str, job_id: str) -> bottle.HTTPResponse:
+        fields, uploads = form_fields()
+        action = form_value(fields, "ACTION")
+        if action is not None:
+            if action.strip().upper() != "DELETE":
+                raise ParameterError("ACTION", f"{action!r}: the only action is DELETE")
+            service.delete(jobdef, job_id)
+            return see_other(f"{base_url()}/rest/{jobdef}")
+        phase = form_value(fields, "PHASE")
+        if phase is not None and len(fields) == 1 and not uploads:
+            service.change_phase(jobdef, job_id, phase)
+        else:
+            service.set_parameters(jobdef, job_id, fields, uploads, base_url())
+        return see_other(job_url(jobdef, job_id))
+
+    @route("/rest/<jobdef>/<job_id>", "DELETE")
+    def delete_job(jobdef: str, job_id: str) -> bottle.HTTPResponse:
+        service.delete(jobdef, job_id)
+        return see_other(f"{base_url()}/rest/{jobdef}")
+
+    @route("/rest/<jobdef>/<job_id>/phase")
+    def phase(jobdef: str, job_id: str) -> str:
+        return text(service.phase(jobdef, job_id))
+
+    @route("/rest/<jobdef>/<job_id>/phase", "POST")
+    def post_phase(jobdef: str, job_id: str) -> bottle.HTTPResponse:
+        fields, _ = form_fields()
+        value = form_value(fields, "PHASE")
+        if value is None:
+            raise ParameterError("PHASE", "missing: post PHASE=RUN or PHASE=ABORT")
+        service.change_phase(jobdef, job_id, value)
+        return see_other(job_url(jobdef, job_id))
+
+    @route("/rest/<jobdef>/<job_id>/executionduration")
+    def execution_duration(jobdef: str, job_id: str) -> str:
+        return text(str(service.job(jobdef, job_id).execution_duration))
+
+    @route("/rest/<jobdef>/<job_id>/executionduration", "POST")
+    def post_execution_duration(jobdef: str, job_id: str) -> bottle.HTTPResponse:
+        fields, _ = form_fields()
+        service.set_execution_duration(jobdef, job_id, form_value(fields, "EXECUTIONDURATION"))
+        return see_other(job_url(jobdef, job_id))
+
+    @route("/rest/<jobdef>/<job_id>/destruction")
+    def destruction(jobdef: str, job_id: str) -> str:
+        return text(format_datetime(service.job(jobdef, job_id).destruction))
+
+    @route("/rest/<jobdef>/<job_id>/destruction", "POST")
+    def post_destruction(jobdef: str, job_id: str) -> bottle.HTTPResponse:
+        fields, _ = form_fields()
+        service.set_destruction(jobdef, job_id, form_value(fields, "DESTRUCTION"))
+        return see_other(job_url(jobdef, job_id))
+
+    @route("/rest/<jobdef>/<job_id>/quote")
+    def quote(jobdef: str, job_id: str) -> str:
+        return text(format_datetime(service.job(jobdef, job_id).quote))
+
+    @route("/rest/<jobdef>/<job_id>/error")
+    def error(jobdef: str, job_id: str) -> str:
+        found = service.job(jobdef, job_id)
+        return text(found.error_message or "" if found.phase in ("ERROR", "ABORTED") else "")
+
+    @route("/rest/<jobdef>/<job_id>/owner")
+    def owner(jobdef: str, job_id: str) -> str:
+        return text(service.job(jobdef, job_id).owner or "")
+
+    @route("/rest/<jobdef>/<job_id>/parameters")
+    def parameters(jobdef: str, job_id: str) -> bytes:
+        return xml_body(xml.parameters_document(service.get(jobdef, job_id).parameters))
+
+    @route("/rest/<jobdef>/<job_id>/parameters", "POST")
+    def post_parameters(jobdef: str, job_id: str) -> bottle.HTTPResponse:
+        fields, uploads = form_fields()
+        service.set_parameters(jobdef, job_id, fields, uploads, base_url())
+        return see_other(job_url(jobdef, job_id))
+
+    @route("/rest/<jobdef>/<job_id>/parameters/<name>")
+    def parameter(jobdef: str, job_id: str, name: str) -> str:
+        return text("\n".join(p.value for p in service.parameter(jobdef, job_id, name)))
+
+    @route("/rest/<jobdef>/<job_id>/parameters/<name>", "PUT")
+    def put_parameter(jobdef: str, job_id: str, name: str) -> bottle.HTTPResponse:
+        body = bottle.request.body.read((1 << 16) + 1)
+        try:
+            value = body.decode()
+        except UnicodeDecodeError:
+            raise ParameterError(name, "the value is not UTF-8 text") from None
+        service.set_parameters(jobdef, job_id, [(name, value)], [], base_url())
+        return see_other(job_url(jobdef, job_id))
+
+    @route("/rest/<jobdef>/<job_id>/results")
+    def results(jobdef: str, job_id: str) -> bytes:
+        view = service.get(jobdef, job_id)
+        return xml_body(xml.results_document(view.results, job_url(jobdef, job_id)))
+
+    @route("/rest/<jobdef>/<job_id>/results/<result_id:path>")
+    def result(jobdef: str, job_id: str, result_id: str) -> bottle.HTTPResponse:
+        return serve_entity(service.result(jobdef, job_id, result_id), settings)
+
+    @route("/store/<entity_id>")
+    def stored(entity_id: str) -> bottle.HTTPResponse:
+        return serve_entity(service.entity(entity_id), settings)
+
+
+def serve_entity(entity: Any, settings: Settings) -> bottle.HTTPResponse:
+    disposition = f'inline; filename="{entity.file_name}"'
+    response: bottle.HTTPResponse = bottle.static_file(
+        entity.path,
+        root=str(settings.data_dir),
+        mimetype=entity.content_type,
+        headers={"Content-Disposition": disposition, "X-Content-SHA256": entity.sha256},
+    )
+    return response

@@ -1,0 +1,95 @@
+"""UWS 1.1 XML documents, written with vo-models (pydantic-xml models of the UWS schema)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from pydantic_xml import BaseXmlModel, element
+from vo_models.uws import (
+    ErrorSummary,
+    Jobs,
+    JobSummary,
+    Parameter,
+    ResultReference,
+    Results,
+    ShortJobDescription,
+)
+from vo_models.uws.models import NSMAP
+
+from opus.store.jobs import EntityRecord, JobRecord, ParameterValue
+from opus.uws.service import JobView
+
+
+class JobParameters(BaseXmlModel, tag="parameters", ns="uws", nsmap=NSMAP):  # type: ignore[call-arg]
+    """The parameters of any job definition: vo-models' Parameters wants one field per name."""
+
+    parameter: list[Parameter] = element(tag="parameter", default_factory=list)
+
+
+def job_list(jobs: list[JobRecord], base: str) -> bytes:
+    refs = [
+        ShortJobDescription(
+            job_id=job.id,
+            href=f"{base}/{job.id}",
+            phase=job.phase,
+            run_id=job.run_id,
+            owner_id=job.owner,
+            creation_time=job.creation_time,
+        )
+        for job in jobs
+    ]
+    return Jobs(jobref=refs).to_xml(skip_empty=True, xml_declaration=True, encoding="UTF-8")  # type: ignore[no-any-return]
+
+
+def _parameters(values: list[ParameterValue]) -> JobParameters:
+    return JobParameters(
+        parameter=[Parameter(id=p.name, value=p.value, by_reference=p.by_reference) for p in values]
+    )
+
+
+def results(entities: list[EntityRecord], job_url: str) -> Results:
+    return Results(
+        results=[
+            ResultReference(
+                id=e.name,
+                href=f"{job_url}/results/{quote(e.name)}",
+                size=e.size,
+                mime_type=e.content_type,
+            )
+            for e in entities
+        ]
+    )
+
+
+def job_document(view: JobView, job_url: str) -> bytes:
+    job = view.job
+    summary = JobSummary[JobParameters](
+        job_id=job.id,
+        run_id=job.run_id,
+        owner_id=job.owner,
+        phase=job.phase,
+        quote=job.quote,
+        creation_time=job.creation_time,
+        start_time=job.start_time,
+        end_time=job.end_time,
+        execution_duration=job.execution_duration,
+        destruction=job.destruction,
+        parameters=_parameters(view.parameters),
+        results=results(view.results, job_url),
+        error_summary=(
+            ErrorSummary(
+                message=job.error_message or "", type=job.error_type or "fatal", has_detail=True
+            )
+            if job.phase in ("ERROR", "ABORTED") and job.error_message
+            else None
+        ),
+    )
+    return summary.to_xml(xml_declaration=True, encoding="UTF-8")  # type: ignore[no-any-return]
+
+
+def results_document(entities: list[EntityRecord], job_url: str) -> bytes:
+    return results(entities, job_url).to_xml(xml_declaration=True, encoding="UTF-8")  # type: ignore[no-any-return]
+
+
+def parameters_document(values: list[ParameterValue]) -> bytes:
+    return _parameters(values).to_xml(xml_declaration=True, encoding="UTF-8")  # type: ignore[no-any-return]
