@@ -51,6 +51,7 @@ def serve(args: argparse.Namespace) -> int:
             self.cfg.set("keepalive", 30)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("proc_name", "opus")
+            self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
             return create_app(settings)

@@ -17,7 +17,8 @@ def parse_datetime(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(candidate)
     except ValueError:
-        raise ValueError(f"{text!r} is not an ISO 8601 date-time (e.g. 2026-01-31T12:00:00Z)")
+        example = "2026-01-31T12:00:00Z"
+        raise ValueError(f"{text!r} is not an ISO 8601 date-time (e.g. {example})") from None
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value

@@ -11,7 +11,8 @@ CAPABILITIES_NS = "http://www.ivoa.net/xml/VOSICapabilities/v1.0"
 def availability(available: bool, notes: list[str]) -> bytes:
     body = "".join(f"<vosi:note>{escape(n)}</vosi:note>" for n in notes)
     return (
-        f'<?xml version="1.0" encoding="UTF-8"?>\n<vosi:availability xmlns:vosi="{AVAILABILITY_NS}">'
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<vosi:availability xmlns:vosi="{AVAILABILITY_NS}">'
         f"<vosi:available>{'true' if available else 'false'}</vosi:available>{body}"
         "</vosi:availability>"
     ).encode()
