@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing
 import os
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -19,11 +19,12 @@ DEFAULT_SERVER = os.environ.get("OPUS_SERVER", "http://127.0.0.1:8080")
 
 
 def serve(args: argparse.Namespace) -> int:
+    # Nothing here may import bottle: its request and response objects are thread-locals
+    # made at import time, and they must be made after gunicorn's gevent worker has
+    # patched threading, in the worker, or concurrent requests share one response.
     from gunicorn.app.base import BaseApplication
 
-    from opus.app import create_app
     from opus.config import Settings
-    from opus.execution.executor import run_executor
     from opus.jobdefs.registry import load_registry
     from opus.store.db import Database
 
@@ -35,12 +36,10 @@ def serve(args: argparse.Namespace) -> int:
         print(f"opus: job definition not served: {problem}", file=sys.stderr)
     print(f"opus: serving {', '.join(registry.names()) or 'no job definitions'}", file=sys.stderr)
 
+    master = os.getpid()
     executor = None
     if not settings.broker_url:
-        executor = multiprocessing.get_context("spawn").Process(
-            target=run_executor, args=(settings.model_dump(),), name="opus-executor", daemon=False
-        )
-        executor.start()
+        executor = subprocess.Popen([sys.executable, "-m", "opus.execution.executor"])
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -49,19 +48,25 @@ def serve(args: argparse.Namespace) -> int:
             self.cfg.set("worker_class", "gevent")
             self.cfg.set("worker_connections", 2000)
             self.cfg.set("keepalive", 30)
-            self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("graceful_timeout", 5)
             self.cfg.set("proc_name", "opus")
             self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
+            from opus.app import create_app
+
             return create_app(settings)
 
     try:
         Application().run()
     finally:
-        if executor is not None and executor.is_alive():
+        # gunicorn's workers leave this function too (they are forks of the master)
+        if executor is not None and os.getpid() == master:
             executor.terminate()
-            executor.join(15)
+            try:
+                executor.wait(30)
+            except subprocess.TimeoutExpired:
+                executor.kill()
     return 0
 
 

@@ -181,10 +181,10 @@ class Executor:
             log.exception("executor task %s failed", getattr(task, "__name__", task))
 
 
-def run_executor(settings_data: dict[str, Any]) -> None:
-    """Entry point of the executor process."""
+def main() -> None:
+    """The executor process, started by `opus serve` with the same OPUS_* environment."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s executor %(levelname)s %(message)s")
-    executor = Executor(Settings.model_validate(settings_data))
+    executor = Executor(Settings())
 
     def stop(_signum: int, _frame: Any) -> None:
         executor.stopping = True
@@ -192,3 +192,7 @@ def run_executor(settings_data: dict[str, Any]) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     executor.serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -59,7 +59,7 @@ def load_registry(folders: list[Path]) -> Registry:
                 jobdef = load_votable(path)
             except JobDefError as exc:
                 registry.problems.append(Problem(path, exc.field, exc.reason))
-                log.error("job definition %s not served: %s", path, exc)
+                log.warning("job definition %s not served: %s", path, exc)
                 continue
             registry.definitions[jobdef.name] = jobdef
     return registry
