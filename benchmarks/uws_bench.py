@@ -46,8 +46,12 @@ UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
 FINAL = ("COMPLETED", "ERROR", "ABORTED", "ARCHIVED")
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 LIST_SIZE = 100_000
-TARGETS = {"roundtrip_ms_median": 20, "create_per_s": 1000, "phase_reads_per_s": 3000,
-           "last100_ms": 20}
+TARGETS = {
+    "roundtrip_ms_median": 20,
+    "create_per_s": 1000,
+    "phase_reads_per_s": 3000,
+    "last100_ms": 20,
+}
 
 
 def log(message: str) -> None:
@@ -94,9 +98,22 @@ class Server:
     def start(self, timeout: float = 60) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "opus.cli", "serve", "--host", self.host,
-             "--port", str(self.port), "--workers", str(self.workers)],
-            env=self.env, cwd=ROOT, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "opus.cli",
+                "serve",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         end = time.monotonic() + timeout
@@ -140,8 +157,9 @@ class Client:
         self.host, self.port = host, port
         self.conn = http.client.HTTPConnection(host, port, timeout=60)
 
-    def request(self, method: str, path: str, body: str | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         for attempt in (0, 1):
             try:
                 self.conn.request(method, path, body=body, headers=headers or {})
@@ -214,10 +232,18 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4, "h": 3.6e6}[unit]
 
 
-def run_wrk(url: str, seconds: int, lua: str | None, work: Path,
-            connections: int = 16, threads: int = 2) -> dict[str, Any]:
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-               "--timeout", "10s"]
+def run_wrk(
+    url: str, seconds: int, lua: str | None, work: Path, connections: int = 16, threads: int = 2
+) -> dict[str, Any]:
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "10s",
+    ]
     if lua is not None:
         script = work / f"wrk-{secrets.token_hex(4)}.lua"
         script.write_text(lua)
@@ -249,8 +275,13 @@ def run_wrk(url: str, seconds: int, lua: str | None, work: Path,
         "seconds": seconds,
     }
     if socket_errors:
-        errors = dict(zip(("connect", "read", "write", "timeout"),
-                          map(int, socket_errors.groups())))
+        errors = dict(
+            zip(
+                ("connect", "read", "write", "timeout"),
+                map(int, socket_errors.groups()),
+                strict=True,
+            )
+        )
         result["socket_errors"] = errors
     return result
 
@@ -292,8 +323,9 @@ def fill(server: Server, size: int) -> dict[str, Any]:
     try:
         with db.read() as conn:
             existing = conn.execute(
-                select(func.count()).select_from(jobs).where(
-                    jobs.c.jobdef == "hello", jobs.c.phase != "ARCHIVED")
+                select(func.count())
+                .select_from(jobs)
+                .where(jobs.c.jobdef == "hello", jobs.c.phase != "ARCHIVED")
             ).scalar_one()
         missing = max(0, size - existing)
         start = time.perf_counter()
@@ -308,28 +340,46 @@ def fill(server: Server, size: int) -> dict[str, Any]:
             for i in range(missing):
                 job_id = secrets.token_hex(8)
                 created = first + step * i
-                rows.append(dict(
-                    id=job_id, jobdef="hello", run_id=None, owner=None, phase="PENDING",
-                    creation_time=created, start_time=None, end_time=None,
-                    execution_duration=60, destruction=created + timedelta(days=30),
-                    quote=created + timedelta(seconds=1), error_message=None,
-                    error_type=None, worker=None,
-                ))
-                params.append(dict(job_id=job_id, name="name", position=0, value="x",
-                                   by_reference=False))
+                rows.append(
+                    dict(
+                        id=job_id,
+                        jobdef="hello",
+                        run_id=None,
+                        owner=None,
+                        phase="PENDING",
+                        creation_time=created,
+                        start_time=None,
+                        end_time=None,
+                        execution_duration=60,
+                        destruction=created + timedelta(days=30),
+                        quote=created + timedelta(seconds=1),
+                        error_message=None,
+                        error_type=None,
+                        worker=None,
+                    )
+                )
+                params.append(
+                    dict(job_id=job_id, name="name", position=0, value="x", by_reference=False)
+                )
             with db.write() as conn:
                 conn.execute(insert(jobs), rows)
                 conn.execute(insert(job_parameters), params)
         seconds = time.perf_counter() - start
         with db.read() as conn:
             total = conn.execute(
-                select(func.count()).select_from(jobs).where(
-                    jobs.c.jobdef == "hello", jobs.c.phase != "ARCHIVED")
+                select(func.count())
+                .select_from(jobs)
+                .where(jobs.c.jobdef == "hello", jobs.c.phase != "ARCHIVED")
             ).scalar_one()
     finally:
         db.dispose()
-    return {"fill": "direct insert", "existing_jobs": existing, "inserted": missing,
-            "insert_s": round(seconds, 2), "jobs_in_list": total}
+    return {
+        "fill": "direct insert",
+        "existing_jobs": existing,
+        "inserted": missing,
+        "insert_s": round(seconds, 2),
+        "jobs_in_list": total,
+    }
 
 
 def bench_last100(server: Server, n: int) -> dict[str, Any]:
@@ -366,14 +416,23 @@ def scan_log(path: Path, run_end: int) -> dict[str, Any]:
 
     def scan(text: str) -> dict[str, Any]:
         lines = text.splitlines()
-        bad = [ln for ln in lines
-               if re.search(r"\b(ERROR|CRITICAL|Traceback|WORKER TIMEOUT|Error)\b", ln)]
+        bad = [
+            ln
+            for ln in lines
+            if re.search(r"\b(ERROR|CRITICAL|Traceback|WORKER TIMEOUT|Error)\b", ln)
+        ]
         warnings = [ln for ln in lines if re.search(r"\bWARNING\b", ln)]
-        return {"lines": len(lines), "error_lines": len(bad), "warning_lines": len(warnings),
-                "first_errors": bad[:6]}
+        return {
+            "lines": len(lines),
+            "error_lines": len(bad),
+            "warning_lines": len(warnings),
+            "first_errors": bad[:6],
+        }
 
-    return {"during_run": scan(data[:run_end].decode(errors="replace")),
-            "at_shutdown": scan(data[run_end:].decode(errors="replace"))}
+    return {
+        "during_run": scan(data[:run_end].decode(errors="replace")),
+        "at_shutdown": scan(data[run_end:].decode(errors="replace")),
+    }
 
 
 def main() -> int:
@@ -395,8 +454,12 @@ def main() -> int:
     report: dict[str, Any] = {
         "quick": args.quick,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "server": {"workers": args.workers, "worker_class": "gevent", "database": "sqlite",
-                   "executor_processes": args.executor_processes},
+        "server": {
+            "workers": args.workers,
+            "worker_class": "gevent",
+            "database": "sqlite",
+            "executor_processes": args.executor_processes,
+        },
     }
     try:
         log(f"starting opus serve on {server.url}, data in {server.data_dir}")
@@ -418,8 +481,9 @@ def main() -> int:
         last = bench_last100(server, 50)
         report["last100_ms"] = {"median": last["median"], "p90": last["p90"], "n": last["n"]}
         report["fill"] = last["fill"]
-        report["last100_detail"] = {k: v for k, v in last.items()
-                                    if k not in ("median", "p90", "n", "fill")}
+        report["last100_detail"] = {
+            k: v for k, v in last.items() if k not in ("median", "p90", "n", "fill")
+        }
         log(f"last100: {last}")
     finally:
         run_end = log_size(server.log_path)

@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 
 
 def utcnow() -> datetime:
-    """Naive UTC now: the store keeps naive UTC datetimes."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Naive UTC now, to the millisecond: the store keeps times exactly as UWS shows them
+    (so that AFTER=<a job's creationTime> does not list that job again)."""
+    now = datetime.now(UTC)
+    return now.replace(tzinfo=None, microsecond=now.microsecond // 1000 * 1000)
 
 
 def parse_datetime(text: str) -> datetime:

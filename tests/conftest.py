@@ -67,7 +67,10 @@ class Server:
         if run:
             data["PHASE"] = "RUN"
         response = self.session.post(
-            self.rest(jobdef), data=data, files=files, allow_redirects=False  # type: ignore[arg-type]
+            self.rest(jobdef),
+            data=data,
+            files=files,
+            allow_redirects=False,  # type: ignore[arg-type]
         )
         assert response.status_code == 303, response.text
         return str(response.headers["Location"])
@@ -111,8 +114,12 @@ def _wait_available(server: Server, timeout: float = 30) -> None:
     raise RuntimeError(f"opus serve did not become available:\n{server.log.read_text()}")
 
 
-def launch(data_dir: Path, extra_env: dict[str, str] | None = None, port: int | None = None,
-           workers: int = 2) -> Server:
+def launch(
+    data_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+    workers: int = 2,
+) -> Server:
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
     env |= {
@@ -125,7 +132,10 @@ def launch(data_dir: Path, extra_env: dict[str, str] | None = None, port: int | 
     log = data_dir / f"serve-{port}.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "opus.cli", "serve", "--port", str(port), "--workers", str(workers)],
-        env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     server = Server(f"http://127.0.0.1:{port}", data_dir, env, process, log)
     try:
@@ -148,8 +158,11 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start servers of one's own (settings as OPUS_* variables); all stopped afterwards."""
     started: list[Server] = []
 
-    def start(extra_env: dict[str, str] | None = None, data_dir: Path | None = None,
-              port: int | None = None) -> Server:
+    def start(
+        extra_env: dict[str, str] | None = None,
+        data_dir: Path | None = None,
+        port: int | None = None,
+    ) -> Server:
         running = launch(data_dir or tmp_path / f"data{len(started)}", extra_env, port)
         started.append(running)
         return running

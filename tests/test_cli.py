@@ -14,7 +14,10 @@ from tests.conftest import ROOT, Server
 def opus(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "opus.cli", *args],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
 
 
@@ -73,7 +76,9 @@ def test_jobs_lists_the_new_jobs(server: Server) -> None:
 def test_submit_uploads_a_file(server: Server, tmp_path: Path) -> None:
     source = tmp_path / "notes.txt"
     source.write_text("from a file\n")
-    done = opus("submit", "opus_append", f"input=@{source}", "text=tail", "--wait", "--server", server.url)
+    done = opus(
+        "submit", "opus_append", f"input=@{source}", "text=tail", "--wait", "--server", server.url
+    )
     assert done.returncode == 0, done.stderr
     output = [line for line in done.stdout.splitlines() if line.startswith("output\t")]
     assert output, done.stdout

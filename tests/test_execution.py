@@ -43,7 +43,11 @@ def started_sleeper(server: Server, seconds: str = "30") -> tuple[str, int]:
     """A sleeper job that is EXECUTING, and the pid of its script."""
     url = server.create("sleeper", seconds=seconds, EXECUTIONDURATION="60")
     pid_file = server.data_dir / "jobs" / job_id(url) / "work" / "pid.txt"
-    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "", 15, "the job to start")
+
+    def started() -> bool:
+        return pid_file.exists() and pid_file.read_text().strip() != ""
+
+    wait_for(started, 15, "the job to start")
     assert server.phase(url) == "EXECUTING"
     return url, int(pid_file.read_text())
 
@@ -142,8 +146,9 @@ def test_jobs_past_destruction_are_deleted(start_server: Callable[..., Server]) 
     folder = server.data_dir / "jobs" / job_id(url)
     assert folder.is_dir()
     past = "2000-01-01T00:00:00Z"
-    response = server.session.post(f"{url}/destruction", data={"DESTRUCTION": past},
-                                    allow_redirects=False)
+    response = server.session.post(
+        f"{url}/destruction", data={"DESTRUCTION": past}, allow_redirects=False
+    )
     assert response.status_code == 303
     wait_for(lambda: requests.get(url).status_code == 404, 10, "the sweep")
     assert not folder.exists()
@@ -153,7 +158,9 @@ def executor_pid(server: Server) -> int:
     """The embedded executor: the child `opus serve` started for it."""
     out = subprocess.run(
         ["ps", "-o", "pid=,args=", "--ppid", str(server.process.pid)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     pids = [int(line.split()[0]) for line in out.splitlines() if "opus.execution.executor" in line]
     assert len(pids) == 1, out

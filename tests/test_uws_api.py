@@ -51,7 +51,9 @@ def listed_ids(server: Server, jobdef: str, params: object = None) -> list[str]:
     return [ref.get("id") for ref in doc.iterfind("uws:jobref", NS)]
 
 
-def run_to_end(server: Server, jobdef: str, files: object = None, **params: object) -> tuple[str, etree._Element]:
+def run_to_end(
+    server: Server, jobdef: str, files: object = None, **params: object
+) -> tuple[str, etree._Element]:
     url = server.create(jobdef, files=files, **params)
     return url, server.wait_final(url)
 
@@ -75,14 +77,19 @@ def assert_bad(response: requests.Response, status: int | tuple[int, ...], *word
 
 def completed(doc: etree._Element) -> None:
     phase = doc.findtext("uws:phase", namespaces=NS)
-    assert phase == "COMPLETED", (phase, doc.findtext("uws:errorSummary/uws:message", namespaces=NS))
+    assert phase == "COMPLETED", (
+        phase,
+        doc.findtext("uws:errorSummary/uws:message", namespaces=NS),
+    )
 
 
 # -- creation and the life of a job ---------------------------------------------------------
 
 
 def test_create_answers_303_to_the_job(server: Server) -> None:
-    response = server.session.post(server.rest("hello"), data={"name": "Ada"}, allow_redirects=False)
+    response = server.session.post(
+        server.rest("hello"), data={"name": "Ada"}, allow_redirects=False
+    )
     assert response.status_code == 303, response.text
     location = response.headers["Location"]
     assert location.startswith(server.rest("hello") + "/")
@@ -94,7 +101,8 @@ def test_create_answers_303_to_the_job(server: Server) -> None:
 
 def test_phase_run_at_creation_queues_and_completes(server: Server) -> None:
     response = server.session.post(
-        server.rest("hello"), data={"name": "Ada", "PHASE": "RUN", "RUNID": "my-run-7"},
+        server.rest("hello"),
+        data={"name": "Ada", "PHASE": "RUN", "RUNID": "my-run-7"},
         allow_redirects=False,
     )
     assert response.status_code == 303, response.text
@@ -162,6 +170,14 @@ def test_job_list_after_with_z_and_microseconds(server: Server) -> None:
     assert listed_ids(server, "hello", {"AFTER": "2999-01-01T00:00:00Z"}) == []
 
 
+def test_job_list_after_a_jobs_own_creation_time_excludes_it(server: Server) -> None:
+    """A client that asks for the jobs AFTER the newest creationTime it has seen must not get
+    that job again: AFTER compares with the creationTime the server publishes."""
+    url = server.create("hello", run=False)
+    created = get_doc(server, url).findtext("uws:creationTime", namespaces=NS)
+    assert job_id_of(url) not in listed_ids(server, "hello", {"AFTER": created}), created
+
+
 def test_job_list_last_gives_the_newest_first(server: Server) -> None:
     urls = []
     for _ in range(3):
@@ -178,13 +194,14 @@ def test_job_list_filters_combine_with_and(server: Server) -> None:
     server.wait_final(old_done)
     time.sleep(0.05)
     created = get_doc(server, old_done).findtext("uws:creationTime", namespaces=NS)
-    cut = (datetime.fromisoformat(created.replace("Z", "+00:00")) + timedelta(milliseconds=1))
+    cut = datetime.fromisoformat(created.replace("Z", "+00:00")) + timedelta(milliseconds=1)
     new_pending = server.create("hello", run=False)
     new_done = server.create("hello", name="n")
     server.wait_final(new_done)
 
     found = listed_ids(
-        server, "hello",
+        server,
+        "hello",
         {"PHASE": "COMPLETED", "AFTER": cut.strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
     )
     assert job_id_of(new_done) in found
@@ -198,7 +215,9 @@ def test_archived_jobs_are_not_listed_by_default(server: Server) -> None:
     job_id = job_id_of(url)
     # No UWS request archives a job here (the destruction sweep may): set the phase in the store.
     with sqlite3.connect(server.data_dir / "opus.sqlite", timeout=10) as conn:
-        changed = conn.execute("UPDATE jobs SET phase = 'ARCHIVED' WHERE id = ?", (job_id,)).rowcount
+        changed = conn.execute(
+            "UPDATE jobs SET phase = 'ARCHIVED' WHERE id = ?", (job_id,)
+        ).rowcount
     assert changed == 1
     assert server.phase(url) == "ARCHIVED"
     assert job_id not in listed_ids(server, "hello")
@@ -207,8 +226,9 @@ def test_archived_jobs_are_not_listed_by_default(server: Server) -> None:
 
 def test_job_list_of_unknown_jobdef_is_404(server: Server) -> None:
     assert_bad(server.session.get(server.rest("no_such_def")), 404)
-    assert_bad(server.session.post(server.rest("no_such_def"), data={"x": "1"},
-                                   allow_redirects=False), 404)
+    assert_bad(
+        server.session.post(server.rest("no_such_def"), data={"x": "1"}, allow_redirects=False), 404
+    )
 
 
 @pytest.mark.parametrize(
@@ -228,7 +248,9 @@ def test_job_list_bad_filters_are_400(server: Server, params: dict[str, str], na
 # -- schema validity ------------------------------------------------------------------------
 
 
-def test_documents_validate_against_the_uws_schema(server: Server, uws_schema: etree.XMLSchema) -> None:
+def test_documents_validate_against_the_uws_schema(
+    server: Server, uws_schema: etree.XMLSchema
+) -> None:
     pending = server.create("hello", run=False, name="Schema")
     done_url, done = run_to_end(server, "hello", name="Valid")
     error_url, error = run_to_end(server, "failing", reason="schema")
@@ -274,7 +296,9 @@ def test_text_sub_resources(server: Server) -> None:
     assert server.session.get(f"{url}/executionduration").text == doc.findtext(
         "uws:executionDuration", namespaces=NS
     )
-    assert server.session.get(f"{url}/destruction").text == doc.findtext("uws:destruction", namespaces=NS)
+    assert server.session.get(f"{url}/destruction").text == doc.findtext(
+        "uws:destruction", namespaces=NS
+    )
     assert server.session.get(f"{url}/error").text == ""
 
 
@@ -283,8 +307,9 @@ def test_execution_duration_is_capped_by_the_server(start_server: Callable[..., 
     url = own.create("hello", run=False)
     assert own.session.get(f"{url}/executionduration").text == "60"  # the definition's value
     for asked, kept in (("50", "50"), ("0", "100"), ("10000", "100"), ("50", "50")):
-        response = own.session.post(f"{url}/executionduration", data={"EXECUTIONDURATION": asked},
-                                    allow_redirects=False)
+        response = own.session.post(
+            f"{url}/executionduration", data={"EXECUTIONDURATION": asked}, allow_redirects=False
+        )
         assert response.status_code == 303, response.text
         assert response.headers["Location"] == url
         assert own.session.get(f"{url}/executionduration").text == kept, asked
@@ -292,15 +317,21 @@ def test_execution_duration_is_capped_by_the_server(start_server: Callable[..., 
     at_creation = own.create("hello", run=False, EXECUTIONDURATION="10000")
     assert own.session.get(f"{at_creation}/executionduration").text == "100"
     for bad in ("abc", "-5"):
-        assert_bad(own.session.post(f"{url}/executionduration", data={"EXECUTIONDURATION": bad},
-                                    allow_redirects=False), 400, "EXECUTIONDURATION")
+        assert_bad(
+            own.session.post(
+                f"{url}/executionduration", data={"EXECUTIONDURATION": bad}, allow_redirects=False
+            ),
+            400,
+            "EXECUTIONDURATION",
+        )
 
 
 def test_destruction_can_be_set_and_is_capped(server: Server) -> None:
     url = server.create("hello", run=False)
     wanted = datetime.now(UTC).replace(tzinfo=None, microsecond=123456) + timedelta(days=3)
     response = server.session.post(
-        f"{url}/destruction", data={"DESTRUCTION": wanted.strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
+        f"{url}/destruction",
+        data={"DESTRUCTION": wanted.strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
         allow_redirects=False,
     )
     assert response.status_code == 303, response.text
@@ -309,15 +340,21 @@ def test_destruction_can_be_set_and_is_capped(server: Server) -> None:
     assert kept == wanted.isoformat(timespec="milliseconds") + "Z"
     assert get_doc(server, url).findtext("uws:destruction", namespaces=NS) == kept
 
-    response = server.session.post(f"{url}/destruction", data={"DESTRUCTION": "2999-01-01T00:00:00Z"},
-                                   allow_redirects=False)
+    response = server.session.post(
+        f"{url}/destruction", data={"DESTRUCTION": "2999-01-01T00:00:00Z"}, allow_redirects=False
+    )
     assert response.status_code == 303, response.text
     capped = datetime.fromisoformat(server.session.get(f"{url}/destruction").text.replace("Z", ""))
     limit = datetime.now(UTC).replace(tzinfo=None) + timedelta(days=365)
     assert abs((capped - limit).total_seconds()) < 120, capped
 
-    assert_bad(server.session.post(f"{url}/destruction", data={"DESTRUCTION": "next tuesday"},
-                                   allow_redirects=False), 400, "DESTRUCTION")
+    assert_bad(
+        server.session.post(
+            f"{url}/destruction", data={"DESTRUCTION": "next tuesday"}, allow_redirects=False
+        ),
+        400,
+        "DESTRUCTION",
+    )
 
 
 # -- parameters -----------------------------------------------------------------------------
@@ -327,7 +364,9 @@ def test_parameters_change_while_pending(server: Server) -> None:
     url = server.create("hello", run=False, name="First")
     assert server.session.get(f"{url}/parameters/name").text == "First"
 
-    response = server.session.post(f"{url}/parameters", data={"name": "Second"}, allow_redirects=False)
+    response = server.session.post(
+        f"{url}/parameters", data={"name": "Second"}, allow_redirects=False
+    )
     assert response.status_code == 303 and response.headers["Location"] == url, response.text
     assert server.session.get(f"{url}/parameters/name").text == "Second"
 
@@ -335,7 +374,7 @@ def test_parameters_change_while_pending(server: Server) -> None:
     assert response.status_code == 303 and response.headers["Location"] == url, response.text
     assert server.session.get(f"{url}/parameters/name").text == "Third"
 
-    response = server.session.put(f"{url}/parameters/name", data="Fourth".encode(), allow_redirects=False)
+    response = server.session.put(f"{url}/parameters/name", data=b"Fourth", allow_redirects=False)
     assert response.status_code == 303, response.text
     got = server.session.get(f"{url}/parameters/name")
     assert got.status_code == 200 and got.text == "Fourth"
@@ -386,7 +425,9 @@ def test_parameters_are_refused_after_run(server: Server) -> None:
         ({"text": "t", "flag": "maybe"}, "flag", "boolean"),
     ],
 )
-def test_bad_parameter_values_are_400(server: Server, params: dict[str, str], name: str, reason: str) -> None:
+def test_bad_parameter_values_are_400(
+    server: Server, params: dict[str, str], name: str, reason: str
+) -> None:
     before = listed_ids(server, "opus_echo")
     for run in (True, False):
         data = dict(params) | ({"PHASE": "RUN"} if run else {})
@@ -396,12 +437,15 @@ def test_bad_parameter_values_are_400(server: Server, params: dict[str, str], na
     # the same values refused on an existing PENDING job
     url = server.create("opus_echo", run=False, text="ok")
     bad = {k: v for k, v in params.items() if k != "text"}
-    assert_bad(server.session.post(f"{url}/parameters", data=bad, allow_redirects=False), 400, name, reason)
+    assert_bad(
+        server.session.post(f"{url}/parameters", data=bad, allow_redirects=False), 400, name, reason
+    )
 
 
 def test_good_parameter_values_are_accepted(server: Server) -> None:
-    url, doc = run_to_end(server, "opus_echo", text="hi there", count="3", mode="fancy",
-                          ratio="0.5", flag="yes")
+    _url, doc = run_to_end(
+        server, "opus_echo", text="hi there", count="3", mode="fancy", ratio="0.5", flag="yes"
+    )
     completed(doc)
     assert download(server, doc, "output") == b"hi there\n" * 3
     values = params_of(doc)
@@ -410,27 +454,39 @@ def test_good_parameter_values_are_accepted(server: Server) -> None:
 
 def test_missing_required_parameter_creates_no_job(server: Server) -> None:
     before = listed_ids(server, "opus_echo")
-    response = server.session.post(server.rest("opus_echo"), data={"count": "2", "PHASE": "RUN"},
-                                   allow_redirects=False)
+    response = server.session.post(
+        server.rest("opus_echo"), data={"count": "2", "PHASE": "RUN"}, allow_redirects=False
+    )
     assert_bad(response, 400, "text", "required")
     assert listed_ids(server, "opus_echo") == before
     # PENDING without it is allowed, but RUN is then refused
     url = server.create("opus_echo", run=False, count="2")
-    assert_bad(server.session.post(f"{url}/phase", data={"PHASE": "RUN"}, allow_redirects=False),
-               400, "text")
+    assert_bad(
+        server.session.post(f"{url}/phase", data={"PHASE": "RUN"}, allow_redirects=False),
+        400,
+        "text",
+    )
     assert server.phase(url) == "PENDING"
 
 
 def test_bad_phase_and_action_are_400(server: Server) -> None:
     before = listed_ids(server, "hello")
-    assert_bad(server.session.post(server.rest("hello"), data={"PHASE": "FOO"}, allow_redirects=False),
-               400, "PHASE")
+    assert_bad(
+        server.session.post(server.rest("hello"), data={"PHASE": "FOO"}, allow_redirects=False),
+        400,
+        "PHASE",
+    )
     assert listed_ids(server, "hello") == before
     url = server.create("hello", run=False)
-    assert_bad(server.session.post(f"{url}/phase", data={"PHASE": "FOO"}, allow_redirects=False),
-               400, "PHASE")
+    assert_bad(
+        server.session.post(f"{url}/phase", data={"PHASE": "FOO"}, allow_redirects=False),
+        400,
+        "PHASE",
+    )
     assert_bad(server.session.post(url, data={"PHASE": "FOO"}, allow_redirects=False), 400, "PHASE")
-    assert_bad(server.session.post(url, data={"ACTION": "FOO"}, allow_redirects=False), 400, "ACTION")
+    assert_bad(
+        server.session.post(url, data={"ACTION": "FOO"}, allow_redirects=False), 400, "ACTION"
+    )
     assert_bad(server.session.post(f"{url}/phase", data={}, allow_redirects=False), 400, "PHASE")
     assert server.phase(url) == "PENDING"
 
@@ -450,9 +506,17 @@ def test_unknown_job_and_result_are_404(server: Server) -> None:
         f"{server.url}/jdl/no_such_def",
     ):
         assert_bad(server.session.get(missing), 404)
-    assert_bad(server.session.delete(f"{server.rest('hello')}/{NO_SUCH_ID}", allow_redirects=False), 404)
-    assert_bad(server.session.post(f"{server.rest('hello')}/{NO_SUCH_ID}/phase", data={"PHASE": "RUN"},
-                                   allow_redirects=False), 404)
+    assert_bad(
+        server.session.delete(f"{server.rest('hello')}/{NO_SUCH_ID}", allow_redirects=False), 404
+    )
+    assert_bad(
+        server.session.post(
+            f"{server.rest('hello')}/{NO_SUCH_ID}/phase",
+            data={"PHASE": "RUN"},
+            allow_redirects=False,
+        ),
+        404,
+    )
 
 
 # -- deletion, abort, run ------------------------------------------------------------------
@@ -483,7 +547,10 @@ def test_abort_a_pending_job(server: Server) -> None:
     assert response.status_code == 303 and response.headers["Location"] == url, response.text
     assert server.phase(url) == "ABORTED"
     # an aborted job does not run
-    assert_bad(server.session.post(f"{url}/phase", data={"PHASE": "RUN"}, allow_redirects=False), (403, 409))
+    assert_bad(
+        server.session.post(f"{url}/phase", data={"PHASE": "RUN"}, allow_redirects=False),
+        (403, 409),
+    )
     assert server.phase(url) == "ABORTED"
 
 
@@ -512,7 +579,7 @@ def test_script_parameter_is_never_shell_code(server: Server, tmp_path: Path) ->
     marker = tmp_path / "pwned"
     name = f'x"; touch {marker}; echo "'
     for value in (name, f"$(touch {marker})", f"`touch {marker}`", f"a' ; touch {marker} ; '"):
-        url, doc = run_to_end(server, "hello", name=value)
+        _url, doc = run_to_end(server, "hello", name=value)
         completed(doc)
         assert download(server, doc, "greeting") == f"Hello, {value}!\n".encode()
     assert not marker.exists()
@@ -521,7 +588,7 @@ def test_script_parameter_is_never_shell_code(server: Server, tmp_path: Path) ->
 def test_command_argument_is_one_argv_element(server: Server, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     word = f"a b; touch {marker} && $(touch {marker}) `touch {marker}` $HOME * | cat"
-    url, doc = run_to_end(server, "argv", word=word)
+    _url, doc = run_to_end(server, "argv", word=word)
     completed(doc)
     assert json.loads(download(server, doc, "args")) == [word, "--", word]
     assert results_of(doc)["args"].get("mime-type") == "application/json"
@@ -533,8 +600,12 @@ def test_command_argument_is_one_argv_element(server: Server, tmp_path: Path) ->
 
 def test_upload_a_file_as_input(server: Server) -> None:
     content = b"first line\nsecond line\n"
-    url, doc = run_to_end(server, "opus_append", text="appended",
-                          files={"input": ("my input.txt", content, "text/plain")})
+    _url, doc = run_to_end(
+        server,
+        "opus_append",
+        text="appended",
+        files={"input": ("my input.txt", content, "text/plain")},
+    )
     completed(doc)
     assert download(server, doc, "output") == content + b"appended\n"
     # the upload is a stored entity, named in the parameters by reference
@@ -546,16 +617,20 @@ def test_upload_a_file_as_input(server: Server) -> None:
 
 
 def test_upload_several_files_for_multiplicity_star(server: Server) -> None:
-    files = [("inputs", ("a.txt", b"AAA\n", "text/plain")), ("inputs", ("b.txt", b"BBB\n", "text/plain"))]
-    url, doc = run_to_end(server, "concat", files=files)
+    files = [
+        ("inputs", ("a.txt", b"AAA\n", "text/plain")),
+        ("inputs", ("b.txt", b"BBB\n", "text/plain")),
+    ]
+    _url, doc = run_to_end(server, "concat", files=files)
     completed(doc)
     assert download(server, doc, "all") == b"AAA\nBBB\n"
 
 
 def test_upload_more_files_than_multiplicity_is_400(server: Server) -> None:
     files = [("input", ("a.txt", b"A\n")), ("input", ("b.txt", b"B\n"))]
-    response = server.session.post(server.rest("opus_append"), data={"PHASE": "RUN"}, files=files,
-                                   allow_redirects=False)
+    response = server.session.post(
+        server.rest("opus_append"), data={"PHASE": "RUN"}, files=files, allow_redirects=False
+    )
     assert_bad(response, 400, "input")
 
 
@@ -564,13 +639,15 @@ def test_result_of_one_job_is_input_of_the_next(server: Server) -> None:
     completed(first)
     href = results_of(first)["greeting"].get(HREF)
 
-    url, second = run_to_end(server, "opus_append", input=href, text="and more")
+    _url, second = run_to_end(server, "opus_append", input=href, text="and more")
     completed(second)
     assert download(server, second, "output") == b"Hello, Chain!\nand more\n"
 
     # the input is the stored entity of the first job's result, reachable by its id
     param = second.find("uws:parameters/uws:parameter[@id='input']", NS)
-    assert param is not None and param.text.startswith("opus:ent_"), param.text if param is not None else None
+    assert param is not None and param.text.startswith("opus:ent_"), (
+        param.text if param is not None else None
+    )
     entity = param.text.removeprefix("opus:ent_")
     stored = server.session.get(f"{server.url}/store/{entity}")
     assert stored.status_code == 200 and stored.content == b"Hello, Chain!\n"
@@ -583,8 +660,9 @@ def test_result_of_one_job_is_input_of_the_next(server: Server) -> None:
 @pytest.mark.parametrize("value", [f"opus:ent_{NO_SUCH_ID}", NO_SUCH_ID, "not an id at all"])
 def test_unknown_entity_as_input_is_400(server: Server, value: str) -> None:
     before = listed_ids(server, "opus_append")
-    response = server.session.post(server.rest("opus_append"), data={"input": value, "PHASE": "RUN"},
-                                   allow_redirects=False)
+    response = server.session.post(
+        server.rest("opus_append"), data={"input": value, "PHASE": "RUN"}, allow_redirects=False
+    )
     assert_bad(response, 400, "input")
     assert listed_ids(server, "opus_append") == before
 
@@ -592,7 +670,8 @@ def test_unknown_entity_as_input_is_400(server: Server, value: str) -> None:
 def test_result_url_of_a_missing_result_is_400(server: Server) -> None:
     url, _ = run_to_end(server, "hello")
     response = server.session.post(
-        server.rest("opus_append"), data={"input": f"{url}/results/nothing", "PHASE": "RUN"},
+        server.rest("opus_append"),
+        data={"input": f"{url}/results/nothing", "PHASE": "RUN"},
         allow_redirects=False,
     )
     assert_bad(response, 400, "input")
@@ -602,7 +681,7 @@ def test_result_url_of_a_missing_result_is_400(server: Server) -> None:
 
 
 def test_results_matched_by_a_pattern(server: Server) -> None:
-    url, doc = run_to_end(server, "plots", n="3")
+    _url, doc = run_to_end(server, "plots", n="3")
     completed(doc)
     results = results_of(doc)
     assert sorted(results) == ["plot_1.csv", "plot_2.csv", "plot_3.csv"]
@@ -612,13 +691,13 @@ def test_results_matched_by_a_pattern(server: Server) -> None:
 
 
 def test_python_callable(server: Server) -> None:
-    url, doc = run_to_end(server, "pysquare", x="7")
+    _url, doc = run_to_end(server, "pysquare", x="7")
     completed(doc)
     assert download(server, doc, "square") == b"sq 49 int\n"
 
 
 def test_command_argv(server: Server) -> None:
-    url, doc = run_to_end(server, "argv")
+    _url, doc = run_to_end(server, "argv")
     completed(doc)
     assert json.loads(download(server, doc, "args")) == ["plain", "--", "plain"]
 

@@ -1,30 +1,31 @@
-"""The embedded executor: one process beside the web server that runs jobs in a pool.
+"""The embedded executor: one process beside the web server that runs jobs.
 
 It takes job ids from a UNIX datagram socket (sent by the web processes when a
 job is queued) and, as a safety net, from a scan of QUEUED jobs in the store, so
 a job queued while the executor was down runs when it comes back. Each job runs
-in a pool process through the shared runner. Periodically it also ends in ERROR
-the jobs whose runner process died, and destroys jobs past their destruction time.
+in a process forked for it (a few ms; modules and definitions already loaded)
+through the shared runner, at most `pool_size` at a time. A runner that dies
+takes only its own job down: the job ends in ERROR saying so. Periodically the
+executor also destroys jobs past their destruction time.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
-import multiprocessing
 import os
+import select
 import signal
 import socket
-import threading
 import time
-from multiprocessing.pool import Pool
 from typing import Any
 
 from opus.config import Settings
 from opus.execution import runner
 from opus.execution.dispatch import executor_socket
 from opus.execution.notify import SocketNotifier
-from opus.jobdefs.registry import load_registry
+from opus.jobdefs.registry import Registry, load_registry
 from opus.store import jobs as store
 from opus.store.db import Database
 from opus.timeutil import utcnow
@@ -34,38 +35,7 @@ log = logging.getLogger(__name__)
 
 SCAN_INTERVAL = 1.0
 ORPHAN_INTERVAL = 5.0
-
-_context: runner.RunnerContext | None = None
-_running = False
-
-
-def _on_sigterm(_signum: int, _frame: Any) -> None:
-    if _running:
-        raise runner.Shutdown()
-    raise SystemExit(0)
-
-
-def _init_pool_process(settings_data: dict[str, Any]) -> None:
-    global _context
-    settings = Settings.model_validate(settings_data)
-    _context = runner.RunnerContext(
-        settings=settings,
-        db=Database(settings.db_url),
-        registry=load_registry(settings.jobdef_dirs),
-        notifier=SocketNotifier(settings.run_dir),
-    )
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _run_in_pool(job_id: str) -> str | None:
-    global _running
-    assert _context is not None
-    _running = True
-    try:
-        return runner.run_job(_context, job_id)
-    finally:
-        _running = False
+STOP_GRACE = 10.0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -78,29 +48,82 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _run_child(settings: Settings, registry: Registry, job_id: str) -> None:
+    """In the forked process: run the job, then leave without running any parent cleanup."""
+    code = 1
+    try:
+
+        def on_sigterm(_signum: int, _frame: Any) -> None:
+            raise runner.Shutdown()
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        context = runner.RunnerContext(
+            settings=settings,
+            db=Database(settings.db_url),  # never the parent's connections
+            registry=registry,
+            notifier=SocketNotifier(settings.run_dir),
+        )
+        runner.run_job(context, job_id)
+        code = 0
+    except BaseException:
+        log.exception("runner of job %s stopped", job_id)
+    finally:
+        os._exit(code)
+
+
 class Executor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = Database(settings.db_url)
+        self.registry = load_registry(settings.jobdef_dirs)
         self.notifier = SocketNotifier(settings.run_dir)
         self.host = socket.gethostname()
-        self.inflight: set[str] = set()
-        self.lock = threading.Lock()
+        self.running: dict[int, str] = {}  # runner pid -> job id
+        self.waiting: collections.deque[str] = collections.deque()
         self.stopping = False
-        self.pool: Pool | None = None
 
     def submit(self, job_id: str) -> None:
-        assert self.pool is not None
-        with self.lock:
-            if job_id in self.inflight:
+        if job_id in self.waiting or job_id in self.running.values():
+            return
+        self.waiting.append(job_id)
+
+    def start_waiting(self) -> None:
+        while self.waiting and len(self.running) < self.settings.pool_size:
+            job_id = self.waiting.popleft()
+            pid = os.fork()
+            if pid == 0:
+                _run_child(self.settings, self.registry, job_id)
+            self.running[pid] = job_id
+
+    def reap(self) -> None:
+        while self.running:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
                 return
-            self.inflight.add(job_id)
+            if pid == 0:
+                return
+            job_id = self.running.pop(pid, None)
+            if job_id is not None and status != 0:
+                self.fail_if_executing(job_id, f"{self.host}:{pid}")
 
-        def done(_result: object) -> None:
-            with self.lock:
-                self.inflight.discard(job_id)
-
-        self.pool.apply_async(_run_in_pool, (job_id,), callback=done, error_callback=done)
+    def fail_if_executing(self, job_id: str, worker: str) -> None:
+        with self.db.write() as conn:
+            moved = store.change_phase(
+                conn,
+                job_id,
+                "ERROR",
+                ["EXECUTING"],
+                end_time=utcnow(),
+                error_type="transient",
+                error_message=f"the process running the job ({worker}) died",
+            )
+        if moved:
+            log.warning("job %s: its runner %s died; the job ended in ERROR", job_id, worker)
+            self.notifier.publish(job_id)
 
     def scan_queued(self) -> None:
         with self.db.read() as conn:
@@ -116,19 +139,7 @@ class Executor:
             pid_text = worker.rpartition(":")[2]
             if pid_text.isdigit() and _pid_alive(int(pid_text)):
                 continue
-            with self.db.write() as conn:
-                moved = store.change_phase(
-                    conn,
-                    job_id,
-                    "ERROR",
-                    ["EXECUTING"],
-                    end_time=utcnow(),
-                    error_type="transient",
-                    error_message=f"the process running the job ({worker or 'unknown'}) died",
-                )
-            if moved:
-                log.warning("job %s: its runner %s died; job ended in ERROR", job_id, worker)
-                self.notifier.publish(job_id)
+            self.fail_if_executing(job_id, worker or "unknown")
 
     def sweep(self) -> None:
         destroy_expired(self.settings, self.db, self.notifier)
@@ -140,12 +151,16 @@ class Executor:
             path.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(str(path))
-        sock.settimeout(0.5)
-        spawn = multiprocessing.get_context("spawn")
-        self.pool = spawn.Pool(
-            self.settings.pool_size, _init_pool_process, (self.settings.model_dump(),)
+        sock.setblocking(False)
+        # A child's exit wakes the loop at once, so that a waiting job starts without delay.
+        wake_read, wake_write = socket.socketpair()
+        wake_read.setblocking(False)
+        wake_write.setblocking(False)
+        signal.set_wakeup_fd(wake_write.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        log.info(
+            "embedded executor: up to %d jobs at once, socket %s", self.settings.pool_size, path
         )
-        log.info("embedded executor: %d processes, socket %s", self.settings.pool_size, path)
         next_scan = next_orphans = next_sweep = 0.0
         try:
             while not self.stopping:
@@ -159,19 +174,42 @@ class Executor:
                 if now >= next_sweep:
                     self._periodic(self.sweep)
                     next_sweep = now + self.settings.sweep_interval
-                try:
-                    message = sock.recv(256).decode(errors="replace")
-                except (TimeoutError, InterruptedError):
-                    continue
-                verb, _, job_id = message.partition(" ")
-                if verb == "run" and job_id:
-                    self.submit(job_id)
+                self.reap()
+                self.start_waiting()
+                ready, _, _ = select.select([sock, wake_read], [], [], 0.5)
+                if wake_read in ready:
+                    with contextlib.suppress(BlockingIOError):
+                        wake_read.recv(4096)
+                if sock in ready:
+                    self._read_messages(sock)
         finally:
             sock.close()
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            self.pool.terminate()  # SIGTERM: running jobs end in ERROR, saying why
-            self.pool.join()
+            self._stop_children()
+
+    def _read_messages(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                message = sock.recv(256).decode(errors="replace")
+            except BlockingIOError:
+                return
+            verb, _, job_id = message.partition(" ")
+            if verb == "run" and job_id:
+                self.submit(job_id)
+
+    def _stop_children(self) -> None:
+        """SIGTERM each runner (its job ends in ERROR, saying why), then wait for them."""
+        for pid in self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        end = time.monotonic() + STOP_GRACE
+        while self.running and time.monotonic() < end:
+            self.reap()
+            time.sleep(0.05)
+        for pid in self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     @staticmethod
     def _periodic(task: Any) -> None:

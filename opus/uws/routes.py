@@ -113,10 +113,11 @@ def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None
             service.delete(jobdef, job_id)
             return see_other(f"{base_url()}/rest/{jobdef}")
         phase = form_value(fields, "PHASE")
-        if phase is not None and len(fields) == 1 and not uploads:
+        parameters = [(k, v) for k, v in fields if k.upper() != "PHASE"]
+        if parameters or uploads:
+            service.set_parameters(jobdef, job_id, parameters, uploads, base_url())
+        if phase is not None:
             service.change_phase(jobdef, job_id, phase)
-        else:
-            service.set_parameters(jobdef, job_id, fields, uploads, base_url())
         return see_other(job_url(jobdef, job_id))
 
     @route("/rest/<jobdef>/<job_id>", "DELETE")

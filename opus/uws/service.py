@@ -356,6 +356,8 @@ class JobService:
                     return self.result(segments[1], segments[2], "/".join(segments[4:])).id
                 except NotFound as exc:
                     raise ParameterError(name, exc.message) from None
+            elif segments[0] in ("rest", "jdl"):
+                raise ParameterError(name, f"{text} is not a file: give one of a job's results")
         elif not parts.scheme or parts.scheme == "opus":
             candidate = text.removeprefix("opus:").removeprefix("ent_")
             if not is_id(candidate):
