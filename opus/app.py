@@ -84,8 +84,9 @@ def create_app(settings: Settings | None = None) -> bottle.Bottle:
 
 def _install_service_routes(app: bottle.Bottle, services: Services) -> None:
     registry = services.registry
+    route = uws_routes.router(app)
 
-    @app.get("/availability")
+    @route("/availability")
     def availability() -> bytes:
         notes = [f"{len(registry.definitions)} job definition(s) served"]
         try:
@@ -100,12 +101,12 @@ def _install_service_routes(app: bottle.Bottle, services: Services) -> None:
         bottle.response.content_type = uws_routes.XML
         return vosi.availability(available, notes)
 
-    @app.get("/capabilities")
+    @route("/capabilities")
     def capabilities() -> bytes:
         bottle.response.content_type = uws_routes.XML
         return vosi.capabilities(uws_routes.base_url(), registry.names())
 
-    @app.get("/jdl")
+    @route("/jdl")
     def jdl_list() -> dict[str, Any]:
         base = uws_routes.base_url()
         return {
@@ -126,7 +127,7 @@ def _install_service_routes(app: bottle.Bottle, services: Services) -> None:
             ],
         }
 
-    @app.get("/jdl/<name>")
+    @route("/jdl/<name>")
     def jdl(name: str) -> bottle.HTTPResponse:
         jobdef = services.jobs.jobdef(name)
         response: bottle.HTTPResponse = bottle.static_file(
@@ -136,6 +137,6 @@ def _install_service_routes(app: bottle.Bottle, services: Services) -> None:
         )
         return response
 
-    @app.get("/jdl/<name>/json")
+    @route("/jdl/<name>/json")
     def jdl_json(name: str) -> dict[str, Any]:
         return services.jobs.jobdef(name).model_dump(exclude={"source"})

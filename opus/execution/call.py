@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from typing import Any
 
 
 def main(path: str) -> None:
@@ -19,7 +20,7 @@ def main(path: str) -> None:
     if spec.get("path"):
         sys.path.insert(0, spec["path"])
     module_name, _, attribute = spec["callable"].partition(":")
-    target = importlib.import_module(module_name)
+    target: Any = importlib.import_module(module_name)
     for part in attribute.split("."):
         target = getattr(target, part)
     target(**spec["kwargs"])

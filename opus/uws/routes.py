@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import bottle
 
@@ -72,12 +72,24 @@ def form_value(fields: list[tuple[str, str]], name: str) -> str | None:
     return values[0] if values else None
 
 
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def router(app: bottle.Bottle) -> Callable[..., Callable[[Handler], Handler]]:
+    """app.route with types: bottle has no annotations."""
+
+    def route(path: str, method: str = "GET") -> Callable[[Handler], Handler]:
+        decorator: Callable[[Handler], Handler] = app.route(path, method)
+        return decorator
+
+    return route
+
+
 def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None:
+    route = router(app)
+
     def job_url(jobdef: str, job_id: str) -> str:
         return f"{base_url()}/rest/{jobdef}/{job_id}"
-
-    def route(path: str, method: str = "GET") -> Callable[[Callable[..., Any]], Any]:
-        return app.route(path, method)  # type: ignore[no-any-return]
 
     @route("/rest/<jobdef>")
     def job_list(jobdef: str) -> bytes:

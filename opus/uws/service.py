@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import BinaryIO
@@ -210,10 +210,10 @@ class JobService:
             )
             self._apply_defaults(jobdef, changes, base_url)
             if run:
-                self._check_complete(jobdef, changes.parameters, changes.inputs)
+                self._check_complete(jobdef, {str(p["name"]) for p in changes.parameters})
             with self.db.write() as conn:
-                store.insert_entities(conn, changes.entities)  # type: ignore[arg-type]
-                store.insert_job(conn, job, changes.parameters, changes.inputs)  # type: ignore[arg-type]
+                store.insert_entities(conn, changes.entities)
+                store.insert_job(conn, job, changes.parameters, changes.inputs)
         except BaseException:
             self._discard_uploads(changes)
             raise
@@ -238,9 +238,9 @@ class JobService:
             with self.db.write() as conn:
                 if store.get_phase(conn, job_id) != (jobdef.name, "PENDING"):
                     raise Forbidden(f"job {job_id} is no longer PENDING")
-                store.insert_entities(conn, changes.entities)  # type: ignore[arg-type]
-                store.replace_parameters(conn, job_id, changes.parameters)  # type: ignore[arg-type]
-                store.replace_inputs(conn, job_id, changes.inputs)  # type: ignore[arg-type]
+                store.insert_entities(conn, changes.entities)
+                store.replace_parameters(conn, job_id, changes.parameters)
+                store.replace_inputs(conn, job_id, changes.inputs)
         except BaseException:
             self._discard_uploads(changes)
             raise
@@ -421,12 +421,8 @@ class JobService:
                 self._reference(used, used.default, 0, changes, base_url)
 
     @staticmethod
-    def _check_complete(
-        jobdef: JobDefinition,
-        parameters: Iterable[dict[str, object]],
-        inputs: Iterable[dict[str, object]],
-    ) -> None:
-        given = {str(p["name"]) for p in parameters}
+    def _check_complete(jobdef: JobDefinition, given: set[str]) -> None:
+        """Every required parameter and input has a value (checked when the job is run)."""
         for pdef in jobdef.parameters:
             if pdef.required and pdef.name not in given:
                 raise ParameterError(pdef.name, "required, and no value was given")
@@ -468,8 +464,8 @@ class JobService:
             raise Forbidden(f"job {job.id} is {job.phase}: only a PENDING job can be run")
         jobdef = self.jobdef(jobdef_name)
         with self.db.write() as conn:
-            parameters = [dict(name=p.name) for p in store.get_parameters(conn, job.id)]
-            self._check_complete(jobdef, parameters, [])
+            given = {p.name for p in store.get_parameters(conn, job.id)}
+            self._check_complete(jobdef, given)
             quote = utcnow() + timedelta(seconds=jobdef.quote) if jobdef.quote is not None else None
             moved = store.change_phase(conn, job.id, "QUEUED", ["PENDING", "HELD"], quote=quote)
         if not moved:

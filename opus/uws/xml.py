@@ -15,15 +15,22 @@ from vo_models.uws import (
     ShortJobDescription,
 )
 from vo_models.uws.models import NSMAP
+from vo_models.uws.types import ErrorType, ExecutionPhase
 
 from opus.store.jobs import EntityRecord, JobRecord, ParameterValue
 from opus.uws.service import JobView
 
 
-class JobParameters(BaseXmlModel, tag="parameters", ns="uws", nsmap=NSMAP):  # type: ignore[call-arg]
+class JobParameters(BaseXmlModel, tag="parameters", ns="uws", nsmap=NSMAP):
     """The parameters of any job definition: vo-models' Parameters wants one field per name."""
 
     parameter: list[Parameter] = element(tag="parameter", default_factory=list)
+
+
+def _serialize(model: BaseXmlModel, skip_empty: bool = False) -> bytes:
+    document = model.to_xml(skip_empty=skip_empty, xml_declaration=True, encoding="UTF-8")
+    assert isinstance(document, bytes)
+    return document
 
 
 def job_list(jobs: list[JobRecord], base: str) -> bytes:
@@ -31,14 +38,14 @@ def job_list(jobs: list[JobRecord], base: str) -> bytes:
         ShortJobDescription(
             job_id=job.id,
             href=f"{base}/{job.id}",
-            phase=job.phase,
+            phase=ExecutionPhase(job.phase),
             run_id=job.run_id,
             owner_id=job.owner,
             creation_time=job.creation_time,
         )
         for job in jobs
     ]
-    return Jobs(jobref=refs).to_xml(skip_empty=True, xml_declaration=True, encoding="UTF-8")  # type: ignore[no-any-return]
+    return _serialize(Jobs(jobref=refs), skip_empty=True)
 
 
 def _parameters(values: list[ParameterValue]) -> JobParameters:
@@ -67,7 +74,7 @@ def job_document(view: JobView, job_url: str) -> bytes:
         job_id=job.id,
         run_id=job.run_id,
         owner_id=job.owner,
-        phase=job.phase,
+        phase=ExecutionPhase(job.phase),
         quote=job.quote,
         creation_time=job.creation_time,
         start_time=job.start_time,
@@ -78,18 +85,20 @@ def job_document(view: JobView, job_url: str) -> bytes:
         results=results(view.results, job_url),
         error_summary=(
             ErrorSummary(
-                message=job.error_message or "", type=job.error_type or "fatal", has_detail=True
+                message=job.error_message or "",
+                type=ErrorType(job.error_type or "fatal"),
+                has_detail=True,
             )
             if job.phase in ("ERROR", "ABORTED") and job.error_message
             else None
         ),
     )
-    return summary.to_xml(xml_declaration=True, encoding="UTF-8")  # type: ignore[no-any-return]
+    return _serialize(summary)
 
 
 def results_document(entities: list[EntityRecord], job_url: str) -> bytes:
-    return results(entities, job_url).to_xml(xml_declaration=True, encoding="UTF-8")  # type: ignore[no-any-return]
+    return _serialize(results(entities, job_url))
 
 
 def parameters_document(values: list[ParameterValue]) -> bytes:
-    return _parameters(values).to_xml(xml_declaration=True, encoding="UTF-8")  # type: ignore[no-any-return]
+    return _serialize(_parameters(values))
