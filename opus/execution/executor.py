@@ -2,11 +2,13 @@
 
 It takes job ids from a UNIX datagram socket (sent by the web processes when a
 job is queued) and, as a safety net, from a scan of QUEUED jobs in the store, so
-a job queued while the executor was down runs when it comes back. Each job runs
-in a process forked for it (a few ms; modules and definitions already loaded)
-through the shared runner, at most `pool_size` at a time. A runner that dies
-takes only its own job down: the job ends in ERROR saying so. Periodically the
-executor also destroys jobs past their destruction time.
+a job queued while the executor was down runs when it comes back. Jobs run in
+`pool_size` runner processes forked at start (warm: modules, definitions and
+compiled queries stay loaded between jobs), one job at a time each, fed through
+a socket pair of their own (no lock shared between processes, so a runner killed
+at any moment cannot jam the others). A runner that dies takes only its own job
+down: the job ends in ERROR saying so, and a new runner takes its place.
+Periodically the executor also destroys jobs past their destruction time.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import select
 import signal
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from opus.config import Settings
 from opus.execution import runner
 from opus.execution.dispatch import executor_socket
 from opus.execution.notify import SocketNotifier
-from opus.jobdefs.registry import Registry, load_registry
+from opus.jobdefs.registry import load_registry
 from opus.store import jobs as store
 from opus.store.db import Database
 from opus.timeutil import utcnow
@@ -48,30 +51,38 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _run_child(settings: Settings, registry: Registry, job_id: str) -> None:
-    """In the forked process: run the job, then leave without running any parent cleanup."""
-    code = 1
-    try:
+@dataclass
+class Runner:
+    pid: int
+    channel: socket.socket  # the executor's end of the pair
+    job: str | None = None
 
-        def on_sigterm(_signum: int, _frame: Any) -> None:
-            raise runner.Shutdown()
 
-        signal.signal(signal.SIGTERM, on_sigterm)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.set_wakeup_fd(-1)
-        context = runner.RunnerContext(
-            settings=settings,
-            db=Database(settings.db_url),  # never the parent's connections
-            registry=registry,
-            notifier=SocketNotifier(settings.run_dir),
-        )
-        runner.run_job(context, job_id)
-        code = 0
-    except BaseException:
-        log.exception("runner of job %s stopped", job_id)
-    finally:
-        os._exit(code)
+def _runner_main(context: runner.RunnerContext, channel: socket.socket) -> None:
+    """In a forked runner: run the jobs the executor sends, one at a time, until told to stop."""
+    busy = False
+
+    def on_sigterm(_signum: int, _frame: Any) -> None:
+        if busy:
+            raise runner.Shutdown()  # the job ends in ERROR, saying the server shut down
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+    context.db.engine.dispose(close=False)  # new connections; the parent keeps its own
+    context.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+    while True:
+        job_id = channel.recv(256).decode()
+        if not job_id:
+            return  # the executor is gone
+        busy = True
+        try:
+            runner.run_job(context, job_id)
+        finally:
+            busy = False
+        channel.sendall(b"done")
 
 
 class Executor:
@@ -81,34 +92,57 @@ class Executor:
         self.registry = load_registry(settings.jobdef_dirs)
         self.notifier = SocketNotifier(settings.run_dir)
         self.host = socket.gethostname()
-        self.running: dict[int, str] = {}  # runner pid -> job id
+        self.runners: dict[int, Runner] = {}
         self.waiting: collections.deque[str] = collections.deque()
         self.stopping = False
 
+    def spawn_runner(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                ours.close()
+                context = runner.RunnerContext(self.settings, self.db, self.registry, self.notifier)
+                _runner_main(context, theirs)
+                code = 0
+            except BaseException:
+                log.exception("runner process stopped")
+            finally:
+                os._exit(code)
+        theirs.close()
+        self.runners[pid] = Runner(pid, ours)
+
     def submit(self, job_id: str) -> None:
-        if job_id in self.waiting or job_id in self.running.values():
+        if job_id in self.waiting or any(r.job == job_id for r in self.runners.values()):
             return
         self.waiting.append(job_id)
 
     def start_waiting(self) -> None:
-        while self.waiting and len(self.running) < self.settings.pool_size:
-            job_id = self.waiting.popleft()
-            pid = os.fork()
-            if pid == 0:
-                _run_child(self.settings, self.registry, job_id)
-            self.running[pid] = job_id
+        for worker in self.runners.values():
+            if not self.waiting:
+                return
+            if worker.job is None:
+                worker.job = self.waiting.popleft()
+                worker.channel.sendall(worker.job.encode())
 
     def reap(self) -> None:
-        while self.running:
+        """Collect dead runners: fail the job each held, and replace them."""
+        while self.runners:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, _status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            job_id = self.running.pop(pid, None)
-            if job_id is not None and status != 0:
-                self.fail_if_executing(job_id, f"{self.host}:{pid}")
+            worker = self.runners.pop(pid, None)
+            if worker is None:
+                continue
+            worker.channel.close()
+            if worker.job is not None:
+                self.fail_if_executing(worker.job, f"{self.host}:{pid}")
+            if not self.stopping:
+                self.spawn_runner()
 
     def fail_if_executing(self, job_id: str, worker: str) -> None:
         with self.db.write() as conn:
@@ -158,9 +192,9 @@ class Executor:
         wake_write.setblocking(False)
         signal.set_wakeup_fd(wake_write.fileno(), warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        log.info(
-            "embedded executor: up to %d jobs at once, socket %s", self.settings.pool_size, path
-        )
+        for _ in range(self.settings.pool_size):
+            self.spawn_runner()
+        log.info("embedded executor: %d runners, socket %s", self.settings.pool_size, path)
         next_scan = next_orphans = next_sweep = 0.0
         try:
             while not self.stopping:
@@ -176,7 +210,11 @@ class Executor:
                     next_sweep = now + self.settings.sweep_interval
                 self.reap()
                 self.start_waiting()
-                ready, _, _ = select.select([sock, wake_read], [], [], 0.5)
+                channels = {r.channel: r for r in self.runners.values()}
+                ready, _, _ = select.select([sock, wake_read, *channels], [], [], 0.5)
+                for channel in ready:
+                    if channel in channels:
+                        self._runner_message(channels[channel])
                 if wake_read in ready:
                     with contextlib.suppress(BlockingIOError):
                         wake_read.recv(4096)
@@ -198,16 +236,27 @@ class Executor:
             if verb == "run" and job_id:
                 self.submit(job_id)
 
+    @staticmethod
+    def _runner_message(worker: Runner) -> None:
+        try:
+            message = worker.channel.recv(64)
+        except OSError:
+            message = b""
+        if message == b"done":
+            worker.job = None
+        # b"": the runner is gone; reap() sees it and fails its job
+
     def _stop_children(self) -> None:
-        """SIGTERM each runner (its job ends in ERROR, saying why), then wait for them."""
-        for pid in self.running:
+        """SIGTERM each runner (a running job ends in ERROR, saying why), then wait."""
+        self.stopping = True
+        for pid in self.runners:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         end = time.monotonic() + STOP_GRACE
-        while self.running and time.monotonic() < end:
+        while self.runners and time.monotonic() < end:
             self.reap()
             time.sleep(0.05)
-        for pid in self.running:
+        for pid in self.runners:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 

@@ -358,6 +358,7 @@ def _run_process(
 def _supervise(
     ctx: RunnerContext, job_id: str, proc: subprocess.Popen[bytes], deadline: float
 ) -> str:
+    read_phase = store.phase_reader(ctx.db)
     pidfd = os.pidfd_open(proc.pid)
     try:
         poller = select.poll()
@@ -369,8 +370,7 @@ def _supervise(
                 return "exited"
             if time.monotonic() >= deadline:
                 return "timeout"
-            with ctx.db.read() as conn:
-                state = store.get_phase(conn, job_id)
+            state = read_phase(job_id)
             if state is None or state[1] != "EXECUTING":
                 return "aborted"
     finally:

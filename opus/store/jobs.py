@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, insert, or_, select, update
 
 from opus.store import schema
+from opus.store.db import Database
 
 jobs: Table = schema.jobs  # type: ignore[assignment]
 job_parameters: Table = schema.job_parameters  # type: ignore[assignment]
@@ -87,9 +88,23 @@ def get_job(conn: Connection, job_id: str) -> JobRecord | None:
     return _job(row) if row else None
 
 
+PHASE_QUERY = select(jobs.c.jobdef, jobs.c.phase).where(jobs.c.id == bindparam("job_id"))
+
+
+def phase_reader(db: Database) -> Callable[[str], tuple[str, str] | None]:
+    """(jobdef, phase) of a job outside any transaction: the read behind /phase and WAIT."""
+    query = db.prepare(PHASE_QUERY)
+
+    def read(job_id: str) -> tuple[str, str] | None:
+        row = query.first(job_id=job_id)
+        return (row[0], row[1]) if row else None
+
+    return read
+
+
 def get_phase(conn: Connection, job_id: str) -> tuple[str, str] | None:
-    """(jobdef, phase) of a job: what the hot paths need to answer."""
-    row = conn.execute(select(jobs.c.jobdef, jobs.c.phase).where(jobs.c.id == job_id)).first()
+    """(jobdef, phase) of a job, inside a transaction."""
+    row = conn.execute(PHASE_QUERY, {"job_id": job_id}).first()
     return (row[0], row[1]) if row else None
 
 

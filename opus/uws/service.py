@@ -90,6 +90,7 @@ class JobService:
         self.dispatcher = dispatcher
         self.notifier = notifier
         self.waits = WaitHub(notifier)
+        self.read_phase = store.phase_reader(db)
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -117,8 +118,7 @@ class JobService:
 
     def phase(self, jobdef: str, job_id: str) -> str:
         self.jobdef(jobdef)
-        with self.db.read() as conn:
-            found = store.get_phase(conn, job_id) if is_id(job_id) else None
+        found = self.read_phase(job_id) if is_id(job_id) else None
         if found is None or found[0] != jobdef:
             raise NotFound(f"no job {job_id!r} in {jobdef}")
         return found[1]
@@ -560,8 +560,7 @@ class JobService:
             return
 
         def unchanged() -> bool:
-            with self.db.read() as conn:
-                found = store.get_phase(conn, job_id)
+            found = self.read_phase(job_id)
             return found is not None and found[1] == current
 
         self.waits.wait(job_id, float(seconds), unchanged)
