@@ -8,7 +8,6 @@ execution-duration limit and a shutdown stop the whole process group.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import mimetypes
@@ -34,6 +33,7 @@ from opus.jobdefs.model import JobDefinition, ParameterDef
 from opus.jobdefs.registry import Registry
 from opus.store import jobs as store
 from opus.store.db import Database
+from opus.store.files import TooLarge, hash_file, write_stream
 from opus.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -165,19 +165,13 @@ def _download_inputs(
         folder.mkdir(exist_ok=True)
         entity_id = new_id()
         target = folder / entity_id
-        digest, size = hashlib.sha256(), 0
         try:
-            with (
-                urllib.request.urlopen(param.value, timeout=60) as response,
-                target.open("wb") as out,
-            ):
-                while chunk := response.read(1 << 20):
-                    size += len(chunk)
-                    if size > DOWNLOAD_LIMIT:
-                        raise JobFailure(f"{param.name}: {param.value} is larger than 1 GiB")
-                    digest.update(chunk)
-                    out.write(chunk)
+            # The scheme (http or https) was checked when the job was submitted.
+            with urllib.request.urlopen(param.value, timeout=60) as response:
+                sha256, size = write_stream(response, target, DOWNLOAD_LIMIT)
                 given_type = response.headers.get("Content-Type")
+        except TooLarge:
+            raise JobFailure(f"{param.name}: {param.value} is larger than 1 GiB") from None
         except OSError as exc:
             raise JobFailure(f"{param.name}: could not download {param.value}: {exc}") from None
         file_name = SAFE_NAME.sub("_", Path(param.value.split("?")[0]).name) or param.name
@@ -192,7 +186,7 @@ def _download_inputs(
                 file_name=file_name,
                 content_type=given_type.split(";")[0].strip() if given_type else used.content_type,
                 size=size,
-                sha256=digest.hexdigest(),
+                sha256=sha256,
                 location=param.value,
                 creation_time=utcnow(),
             )
@@ -398,15 +392,6 @@ def _tail(path: Path, limit: int = 2000) -> str:
     return data.decode(errors="replace").strip()
 
 
-def _sha256(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
 def _collect_results(
     settings: Settings, jobdef: JobDefinition, job_id: str, workdir: Path
 ) -> list[dict[str, Any]]:
@@ -430,7 +415,7 @@ def _collect_results(
             if result_id in seen:
                 continue
             seen.add(result_id)
-            sha, size = _sha256(real)
+            sha, size = hash_file(real)
             content_type = gen.content_type
             if gen.is_pattern and content_type == "application/octet-stream":
                 content_type = mimetypes.guess_type(path.name)[0] or content_type

@@ -7,7 +7,6 @@ Knows nothing of HTTP: routes hand it plain values and turn its errors
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from opus.jobdefs.params import check_value
 from opus.jobdefs.registry import Registry
 from opus.store import jobs as store
 from opus.store.db import Database
+from opus.store.files import write_stream
 from opus.timeutil import parse_datetime, utcnow
 from opus.uws.destruction import destroy_job
 
@@ -375,12 +375,7 @@ class JobService:
         folder = self.settings.uploads_dir / job_id
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / entity_id
-        digest, size = hashlib.sha256(), 0
-        with target.open("wb") as out:
-            while chunk := upload.stream.read(1 << 20):
-                digest.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
+        sha256, size = write_stream(upload.stream, target)
         changes.entities.append(
             dict(
                 id=entity_id,
@@ -392,7 +387,7 @@ class JobService:
                 file_name=upload.file_name or used.name,
                 content_type=upload.content_type or used.content_type,
                 size=size,
-                sha256=digest.hexdigest(),
+                sha256=sha256,
                 location=None,
                 creation_time=utcnow(),
             )

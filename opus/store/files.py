@@ -1,0 +1,37 @@
+"""Bytes of stored entities: written and hashed in one pass."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK = 1 << 20
+
+
+class TooLarge(Exception):
+    """The stream went past the size limit; the partial file is removed."""
+
+
+def write_stream(stream: BinaryIO, target: Path, limit: int | None = None) -> tuple[str, int]:
+    """Copy a stream into `target`; its sha256 (hex) and size."""
+    digest, size = hashlib.sha256(), 0
+    with target.open("wb") as out:
+        while chunk := stream.read(CHUNK):
+            size += len(chunk)
+            if limit is not None and size > limit:
+                out.close()
+                target.unlink()
+                raise TooLarge(f"larger than {limit} bytes")
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest(), size
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
