@@ -779,3 +779,22 @@ def capabilities_schema() -> etree.XMLSchema:
         "</xs:schema>"
     )
     return etree.XMLSchema(etree.fromstring(wrapper.encode(), parser, base_url=f"{folder}/"))
+
+
+def test_a_very_long_list_redirects_to_last(start_server: Callable[..., Server]) -> None:
+    """UWS 1.1: a server may answer 303 to the list with a LAST filter when it is too long."""
+    own = start_server()
+    template = own.create("hello", run=False)
+    with sqlite3.connect(own.data_dir / "opus.sqlite", timeout=10) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
+        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id_of(template),)).fetchone()
+        copies = [(f"{i:016x}", *row[1:]) for i in range(10_000)]
+        conn.executemany(f"INSERT INTO jobs VALUES ({', '.join('?' * len(columns))})", copies)
+    response = own.session.get(
+        own.rest("hello"), params={"PHASE": "PENDING"}, allow_redirects=False
+    )
+    assert response.status_code == 303
+    assert response.headers["Location"].endswith("?PHASE=PENDING&LAST=10000")
+    followed = own.session.get(response.headers["Location"])
+    assert followed.status_code == 200
+    assert followed.content.count(b"<uws:jobref ") == 10_000

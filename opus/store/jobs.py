@@ -7,7 +7,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from opus.store import schema
 from opus.store.db import Database
@@ -108,16 +119,15 @@ def get_phase(conn: Connection, job_id: str) -> tuple[str, str] | None:
     return (row[0], row[1]) if row else None
 
 
-def list_jobs(
-    conn: Connection,
+def _list_filter(
+    query: Select[Any],
     jobdef: str,
-    phases: Sequence[str] = (),
-    after: datetime | None = None,
-    last: int | None = None,
-    owner: str | None = None,
-) -> list[JobRecord]:
-    """UWS job list: PHASE (union) AND AFTER AND owner; LAST gives the newest first."""
-    query = select(jobs).where(jobs.c.jobdef == jobdef)
+    phases: Sequence[str],
+    after: datetime | None,
+    owner: str | None,
+) -> Select[Any]:
+    """UWS job list filters: PHASE (union; ARCHIVED only when asked) AND AFTER AND owner."""
+    query = query.where(jobs.c.jobdef == jobdef)
     if phases:
         query = query.where(jobs.c.phase.in_(phases))
     else:
@@ -126,6 +136,30 @@ def list_jobs(
         query = query.where(jobs.c.creation_time > after)
     if owner is not None:
         query = query.where(jobs.c.owner == owner)
+    return query
+
+
+def count_jobs(
+    conn: Connection,
+    jobdef: str,
+    phases: Sequence[str] = (),
+    after: datetime | None = None,
+    owner: str | None = None,
+) -> int:
+    query = _list_filter(select(func.count()).select_from(jobs), jobdef, phases, after, owner)
+    return int(conn.execute(query).scalar_one())
+
+
+def list_jobs(
+    conn: Connection,
+    jobdef: str,
+    phases: Sequence[str] = (),
+    after: datetime | None = None,
+    last: int | None = None,
+    owner: str | None = None,
+) -> list[JobRecord]:
+    """The filtered job list, oldest first; with LAST, the newest `last`, newest first."""
+    query = _list_filter(select(jobs), jobdef, phases, after, owner)
     if last is not None:
         query = query.order_by(jobs.c.creation_time.desc(), jobs.c.id.desc()).limit(last)
     else:
@@ -246,10 +280,3 @@ def delete_job(conn: Connection, job_id: str) -> list[str]:
         conn.execute(delete(entities).where(entities.c.id.in_([r[0] for r in owned])))
     conn.execute(delete(jobs).where(jobs.c.id == job_id))
     return [r[1] for r in owned]
-
-
-def count_jobs(conn: Connection, jobdef: str | None = None) -> int:
-    query = select(func.count()).select_from(jobs)
-    if jobdef:
-        query = query.where(jobs.c.jobdef == jobdef)
-    return int(conn.execute(query).scalar_one())

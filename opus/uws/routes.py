@@ -12,7 +12,7 @@ from opus.config import Settings
 from opus.errors import BadRequest, ParameterError
 from opus.timeutil import format_datetime
 from opus.uws import xml
-from opus.uws.service import JobService, Upload
+from opus.uws.service import MAX_LIST, JobService, ListTooLong, Upload
 
 XML = "application/xml; charset=utf-8"
 TEXT = "text/plain; charset=utf-8"
@@ -92,13 +92,14 @@ def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None
         return f"{base_url()}/rest/{jobdef}/{job_id}"
 
     @route("/rest/<jobdef>")
-    def job_list(jobdef: str) -> bytes:
-        jobs = service.list_jobs(
-            jobdef,
-            query_values("PHASE"),
-            query_value("AFTER"),
-            query_value("LAST"),
-        )
+    def job_list(jobdef: str) -> bytes | bottle.HTTPResponse:
+        try:
+            jobs = service.list_jobs(
+                jobdef, query_values("PHASE"), query_value("AFTER"), query_value("LAST")
+            )
+        except ListTooLong:
+            query = bottle.request.query_string
+            return see_other(f"{bottle.request.url}{'&' if query else '?'}LAST={MAX_LIST}")
         return xml_body(xml.job_list(jobs, f"{base_url()}/rest/{jobdef}"))
 
     @route("/rest/<jobdef>", "POST")

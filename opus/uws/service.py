@@ -46,6 +46,11 @@ BLOCKING_PHASES = ("PENDING", "QUEUED", "EXECUTING")
 ABORTABLE = ("PENDING", "QUEUED", "EXECUTING", "HELD", "SUSPENDED")
 CONTROL = ("PHASE", "RUNID", "EXECUTIONDURATION", "DESTRUCTION")
 MAX_LAST = 100_000
+MAX_LIST = 10_000  # longer lists are asked to use LAST (UWS 1.1 allows a 303 for that)
+
+
+class ListTooLong(Exception):
+    """The job list asked for is longer than MAX_LIST: ask again with LAST."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,11 @@ class JobService:
                 raise ParameterError("LAST", f"{last!r} is not a whole number from 0 to {MAX_LAST}")
             last_n = int(last)
         with self.db.read() as conn:
+            if (
+                last_n is None
+                and store.count_jobs(conn, jobdef, wanted, after_time, owner) > MAX_LIST
+            ):
+                raise ListTooLong()
             return store.list_jobs(conn, jobdef, wanted, after_time, last_n, owner)
 
     # -- creation and parameters -----------------------------------------------------------
