@@ -25,10 +25,14 @@ def serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     from opus.config import Settings
+    from opus.execution.dispatch import BROKER_NOT_YET
     from opus.jobdefs.registry import load_registry
     from opus.store.db import Database
 
     settings = Settings()
+    if settings.broker_url:
+        print(f"opus: {BROKER_NOT_YET}", file=sys.stderr)
+        return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     Database(settings.db_url).create_schema()
     registry = load_registry(settings.jobdef_dirs)
@@ -37,9 +41,7 @@ def serve(args: argparse.Namespace) -> int:
     print(f"opus: serving {', '.join(registry.names()) or 'no job definitions'}", file=sys.stderr)
 
     master = os.getpid()
-    executor = None
-    if not settings.broker_url:
-        executor = subprocess.Popen([sys.executable, "-m", "opus.execution.executor"])
+    executor = subprocess.Popen([sys.executable, "-m", "opus.execution.executor"])
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -61,7 +63,7 @@ def serve(args: argparse.Namespace) -> int:
         Application().run()
     finally:
         # gunicorn's workers leave this function too (they are forks of the master)
-        if executor is not None and os.getpid() == master:
+        if os.getpid() == master:
             executor.terminate()
             try:
                 executor.wait(30)

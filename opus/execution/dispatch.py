@@ -24,6 +24,11 @@ class Dispatcher(Protocol):
         """Whether jobs are being taken now, and a note saying so."""
 
 
+BROKER_NOT_YET = (
+    "OPUS_BROKER_URL is set, but this version has only the embedded executor: unset OPUS_BROKER_URL"
+)
+
+
 def executor_socket(settings: Settings) -> Path:
     return settings.run_dir / "executor.sock"
 
@@ -56,5 +61,5 @@ class EmbeddedDispatcher:
 
 def make_dispatcher(settings: Settings) -> Dispatcher:
     if settings.broker_url:
-        raise NotImplementedError("Celery dispatch is not available yet")
+        raise ValueError(BROKER_NOT_YET)
     return EmbeddedDispatcher(settings)
