@@ -71,11 +71,17 @@ def _errors_as_text(callback: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _plain_error_page(response: bottle.HTTPError) -> str:
+    """bottle's own errors (no such route, method not allowed) as text, not an HTML page."""
+    response.set_header("Content-Type", uws_routes.TEXT)
+    return f"{response.status_line}: {bottle.request.method} {bottle.request.path}\n"
+
+
 def create_app(settings: Settings | None = None) -> bottle.Bottle:
     services = build_services(settings or Settings())
     app = bottle.Bottle(catchall=True)
     app.install(_errors_as_text)
-    app.default_error_handler = lambda res: f"{res.status_line}\n"  # plain text, no HTML page
+    app.default_error_handler = _plain_error_page
     app.config["opus.services"] = services
     uws_routes.install(app, services.jobs, services.settings)
     _install_service_routes(app, services)

@@ -22,7 +22,10 @@ def parse_datetime(text: str) -> datetime:
         example = "2026-01-31T12:00:00Z"
         raise ValueError(f"{text!r} is not an ISO 8601 date-time (e.g. {example})") from None
     if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
+        try:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise ValueError(f"{text!r} is outside the years 1 to 9999 in UTC") from None
     return value
 
 

@@ -189,6 +189,7 @@ def test_good_values_are_normalised(definition: ParameterDef, raw: str, stored: 
         (ParameterDef(name="r", kind="real"), "nan", "not a finite number"),
         (ParameterDef(name="b", kind="boolean"), "maybe", "not a boolean"),
         (ParameterDef(name="t", kind="datetime"), "yesterday", "not an ISO 8601 date-time"),
+        (ParameterDef(name="t", kind="datetime"), "0001-01-01T00:00:00+14:00", "outside the years"),
         (ParameterDef(name="s", options=["a", "b"]), "c", "not one of a, b"),
         (ParameterDef(name="s"), "a\x00b", "NUL"),
     ],

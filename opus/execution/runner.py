@@ -12,7 +12,6 @@ import json
 import logging
 import mimetypes
 import os
-import re
 import select
 import shutil
 import signal
@@ -33,7 +32,7 @@ from opus.jobdefs.model import JobDefinition, ParameterDef
 from opus.jobdefs.registry import Registry
 from opus.store import jobs as store
 from opus.store.db import Database
-from opus.store.files import TooLarge, hash_file, write_stream
+from opus.store.files import TooLarge, hash_file, safe_file_name, write_stream
 from opus.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,6 @@ log = logging.getLogger(__name__)
 CHECK_INTERVAL = 0.2  # seconds between checks for ABORT while a job runs
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 DOWNLOAD_LIMIT = 2**30
-SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class Shutdown(BaseException):
@@ -174,7 +172,7 @@ def _download_inputs(
             raise JobFailure(f"{param.name}: {param.value} is larger than 1 GiB") from None
         except OSError as exc:
             raise JobFailure(f"{param.name}: could not download {param.value}: {exc}") from None
-        file_name = SAFE_NAME.sub("_", Path(param.value.split("?")[0]).name) or param.name
+        file_name = safe_file_name(param.value.split("?")[0]) or param.name
         rows.append(
             dict(
                 id=entity_id,
@@ -198,6 +196,7 @@ def _download_inputs(
         store.replace_inputs(
             conn,
             job_id,
+            [r["role"] for r in rows],
             [dict(role=r["role"], position=i, entity_id=r["id"]) for i, r in enumerate(rows)],
         )
     return [(r["role"], store.EntityRecord(**r)) for r in rows]
@@ -210,7 +209,7 @@ def _place_inputs(
     placed: dict[str, list[str]] = {}
     taken: set[str] = set()
     for role, entity in inputs:
-        name = SAFE_NAME.sub("_", entity.file_name).lstrip(".") or role
+        name = safe_file_name(entity.file_name) or role
         if name in taken:
             name = f"{role}_{len(placed.get(role, []))}_{name}"
         taken.add(name)

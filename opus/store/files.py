@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import BinaryIO
 
 CHUNK = 1 << 20
+UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_file_name(name: str) -> str:
+    """A client's file name made harmless for paths and headers ('' if nothing is left)."""
+    return UNSAFE.sub("_", name.replace("\\", "/").rsplit("/", 1)[-1]).lstrip(".")
 
 
 class TooLarge(Exception):

@@ -204,8 +204,11 @@ def replace_parameters(conn: Connection, job_id: str, values: Sequence[dict[str,
         conn.execute(insert(job_parameters), [dict(v, job_id=job_id) for v in values])
 
 
-def replace_inputs(conn: Connection, job_id: str, values: Sequence[dict[str, Any]]) -> None:
-    roles = {v["role"] for v in values}
+def replace_inputs(
+    conn: Connection, job_id: str, roles: Iterable[str], values: Sequence[dict[str, Any]]
+) -> None:
+    """Set the inputs of the given roles (a role given by URL has none until downloaded)."""
+    roles = set(roles)
     conn.execute(
         delete(job_inputs).where(job_inputs.c.job_id == job_id, job_inputs.c.role.in_(roles))
     )

@@ -24,7 +24,7 @@ from opus.jobdefs.params import check_value
 from opus.jobdefs.registry import Registry
 from opus.store import jobs as store
 from opus.store.db import Database
-from opus.store.files import write_stream
+from opus.store.files import safe_file_name, write_stream
 from opus.timeutil import parse_datetime, utcnow
 from opus.uws.destruction import destroy_job
 
@@ -105,7 +105,7 @@ class JobService:
             raise NotFound(f"no job definition named {name!r}")
         return jobdef
 
-    def _job(self, jobdef: str, job_id: str) -> store.JobRecord:
+    def job(self, jobdef: str, job_id: str) -> store.JobRecord:
         self.jobdef(jobdef)
         with self.db.read() as conn:
             job = store.get_job(conn, job_id) if is_id(job_id) else None
@@ -114,12 +114,10 @@ class JobService:
         return job
 
     def get(self, jobdef: str, job_id: str) -> JobView:
-        job = self._job(jobdef, job_id)
+        """The job with its parameters and results."""
+        job = self.job(jobdef, job_id)
         with self.db.read() as conn:
             return JobView(job, store.get_parameters(conn, job_id), store.get_results(conn, job_id))
-
-    def job(self, jobdef: str, job_id: str) -> store.JobRecord:
-        return self._job(jobdef, job_id)
 
     def phase(self, jobdef: str, job_id: str) -> str:
         self.jobdef(jobdef)
@@ -240,7 +238,7 @@ class JobService:
         base_url: str,
     ) -> None:
         jobdef = self.jobdef(jobdef_name)
-        job = self._job(jobdef_name, job_id)
+        job = self.job(jobdef_name, job_id)
         if job.phase != "PENDING":
             raise Forbidden(f"job {job_id} is {job.phase}: parameters change only while PENDING")
         changes = self._parse(jobdef, job_id, fields, uploads, base_url, creating=False)
@@ -250,7 +248,10 @@ class JobService:
                     raise Forbidden(f"job {job_id} is no longer PENDING")
                 store.insert_entities(conn, changes.entities)
                 store.replace_parameters(conn, job_id, changes.parameters)
-                store.replace_inputs(conn, job_id, changes.inputs)
+                roles = [
+                    str(p["name"]) for p in changes.parameters if jobdef.used_entity(str(p["name"]))
+                ]
+                store.replace_inputs(conn, job_id, roles, changes.inputs)
         except BaseException:
             self._discard_uploads(changes)
             raise
@@ -394,7 +395,7 @@ class JobService:
                 role=used.name,
                 origin="upload",
                 path=str(target.relative_to(self.settings.data_dir)),
-                file_name=upload.file_name or used.name,
+                file_name=safe_file_name(upload.file_name) or used.name,
                 content_type=upload.content_type or used.content_type,
                 size=size,
                 sha256=sha256,
@@ -450,7 +451,7 @@ class JobService:
 
     def change_phase(self, jobdef_name: str, job_id: str, value: str) -> None:
         action = value.strip().upper()
-        job = self._job(jobdef_name, job_id)
+        job = self.job(jobdef_name, job_id)
         if action == "RUN":
             self._run(jobdef_name, job)
         elif action == "ABORT":
@@ -527,7 +528,7 @@ class JobService:
     def set_execution_duration(self, jobdef_name: str, job_id: str, raw: str | None) -> None:
         if raw is None:
             raise ParameterError("EXECUTIONDURATION", "missing")
-        job = self._job(jobdef_name, job_id)
+        job = self.job(jobdef_name, job_id)
         if job.phase != "PENDING":
             raise Forbidden(f"job {job_id} is {job.phase}: its execution duration is fixed")
         value = self._execution_duration(self.jobdef(jobdef_name), raw)
@@ -537,7 +538,7 @@ class JobService:
     def set_destruction(self, jobdef_name: str, job_id: str, raw: str | None) -> None:
         if raw is None:
             raise ParameterError("DESTRUCTION", "missing")
-        self._job(jobdef_name, job_id)
+        self.job(jobdef_name, job_id)
         value = self._destruction(raw, utcnow())
         with self.db.write() as conn:
             store.update_job(conn, job_id, destruction=value)
@@ -573,7 +574,7 @@ class JobService:
     # -- deletion --------------------------------------------------------------------------
 
     def delete(self, jobdef_name: str, job_id: str) -> None:
-        self._job(jobdef_name, job_id)
+        self.job(jobdef_name, job_id)
         self._destroy(job_id)
 
     def _destroy(self, job_id: str) -> None:
