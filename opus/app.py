@@ -17,6 +17,8 @@ from opus.errors import OpusError
 from opus.execution.dispatch import Dispatcher, make_dispatcher
 from opus.execution.notify import SocketNotifier
 from opus.jobdefs.registry import Registry, load_registry
+from opus.provsap import routes as provsap_routes
+from opus.provsap.service import ProvenanceService
 from opus.store.db import Database
 from opus.uws import routes as uws_routes
 from opus.uws.service import JobService
@@ -84,6 +86,7 @@ def create_app(settings: Settings | None = None) -> bottle.Bottle:
     app.default_error_handler = _plain_error_page
     app.config["opus.services"] = services
     uws_routes.install(app, services.jobs, services.settings)
+    provsap_routes.install(app, ProvenanceService(services.db), services.jobs)
     _install_service_routes(app, services)
     return app
 

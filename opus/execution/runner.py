@@ -27,6 +27,7 @@ from typing import Any
 
 from opus.config import Settings
 from opus.execution.notify import Notifier
+from opus.execution.recording import job_activity
 from opus.ids import new_id
 from opus.jobdefs.model import JobDefinition, ParameterDef
 from opus.jobdefs.registry import Registry
@@ -34,6 +35,7 @@ from opus.store import jobs as store
 from opus.store.db import Database
 from opus.store.files import TooLarge, hash_file, safe_file_name, write_stream
 from opus.timeutil import utcnow
+from provenance.capture import record
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,17 @@ def job_root(settings: Settings, job_id: str) -> Path:
     return settings.jobs_dir / job_id
 
 
+@dataclass
+class _Run:
+    """What is known of a job while it runs: enough to record its provenance at any point."""
+
+    job_id: str
+    job: store.JobRecord | None = None
+    jobdef: JobDefinition | None = None
+    parameters: list[store.ParameterValue] = field(default_factory=list)
+    inputs: list[tuple[str, store.EntityRecord]] = field(default_factory=list)
+
+
 def run_job(ctx: RunnerContext, job_id: str) -> str | None:
     """Run one job if it is still QUEUED; the phase it ended in (None if not claimed)."""
     with ctx.db.write() as conn:
@@ -72,14 +85,15 @@ def run_job(ctx: RunnerContext, job_id: str) -> str | None:
     if not claimed:
         return None
     ctx.notifier.publish(job_id)
+    run = _Run(job_id)
     try:
-        phase = _execute(ctx, job_id)
+        phase = _execute(ctx, run)
     except JobFailure as exc:
-        phase = _finish(ctx, job_id, "ERROR", error_message=str(exc), error_type="fatal")
+        phase = _finish(ctx, run, "ERROR", error_message=str(exc), error_type="fatal")
     except Shutdown:
         phase = _finish(
             ctx,
-            job_id,
+            run,
             "ERROR",
             error_type="transient",
             error_message="the server shut down while the job was executing",
@@ -89,7 +103,7 @@ def run_job(ctx: RunnerContext, job_id: str) -> str | None:
         log.exception("job %s failed inside the runner", job_id)
         phase = _finish(
             ctx,
-            job_id,
+            run,
             "ERROR",
             error_type="transient",
             error_message=f"internal error while running the job: {type(exc).__name__}: {exc}",
@@ -99,21 +113,39 @@ def run_job(ctx: RunnerContext, job_id: str) -> str | None:
 
 def _finish(
     ctx: RunnerContext,
-    job_id: str,
+    run: _Run,
     phase: str,
     results: list[dict[str, Any]] | None = None,
     **fields: Any,
 ) -> str:
+    """End the job in `phase` with its results and its provenance, in one transaction.
+
+    A job aborted meanwhile keeps ABORTED, and gets its provenance up to the abort."""
+    now = utcnow()
     with ctx.db.write() as conn:
-        moved = store.change_phase(conn, job_id, phase, ["EXECUTING"], end_time=utcnow(), **fields)
+        moved = store.change_phase(conn, run.job_id, phase, ["EXECUTING"], end_time=now, **fields)
         if moved and results:
             store.insert_entities(conn, results)
-        current = phase if moved else (store.get_phase(conn, job_id) or ("", "gone"))[1]
-    ctx.notifier.publish(job_id)
+        current = phase if moved else (store.get_phase(conn, run.job_id) or ("", "gone"))[1]
+        if run.job is not None and run.jobdef is not None and current in (phase, "ABORTED"):
+            activity = job_activity(
+                run.job,
+                run.jobdef,
+                run.parameters,
+                run.inputs,
+                results if moved and results else [],
+                current,
+                now,
+                fields.get("error_message"),
+                ctx.worker_name,
+            )
+            record(conn, activity)
+    ctx.notifier.publish(run.job_id)
     return current
 
 
-def _execute(ctx: RunnerContext, job_id: str) -> str:
+def _execute(ctx: RunnerContext, run: _Run) -> str:
+    job_id = run.job_id
     with ctx.db.read() as conn:
         job = store.get_job(conn, job_id)
         parameters = store.get_parameters(conn, job_id)
@@ -123,12 +155,15 @@ def _execute(ctx: RunnerContext, job_id: str) -> str:
     jobdef = ctx.registry.get(job.jobdef)
     if jobdef is None:
         raise JobFailure(f"job definition {job.jobdef!r} is not served any more")
+    run.job, run.jobdef, run.parameters, run.inputs = job, jobdef, parameters, inputs
 
     root = job_root(ctx.settings, job_id)
     workdir = root / "work"
     workdir.mkdir(parents=True, exist_ok=True)
     values = {p.name: p.value for p in parameters if jobdef.parameter(p.name)}
-    inputs += _download_inputs(ctx, job_id, jobdef, parameters, {r for r, _ in inputs}, root)
+    run.inputs = inputs = inputs + _download_inputs(
+        ctx, job_id, jobdef, parameters, {r for r, _ in inputs}, root
+    )
     input_files = _place_inputs(ctx.settings, inputs, workdir)
 
     env = _environment(ctx.settings, jobdef, values, input_files, root)
@@ -136,13 +171,13 @@ def _execute(ctx: RunnerContext, job_id: str) -> str:
     deadline = time.monotonic() + job.execution_duration
     outcome = _run_process(ctx, job_id, argv, env, workdir, root, deadline)
     if outcome == "aborted":
-        return "ABORTED"
+        return _finish(ctx, run, "ABORTED")
     if outcome == "timeout":
         raise JobFailure(
             f"the job ran past its execution duration of {job.execution_duration} s and was stopped"
         )
     results = _collect_results(ctx.settings, jobdef, job_id, workdir)
-    return _finish(ctx, job_id, "COMPLETED", results=results)
+    return _finish(ctx, run, "COMPLETED", results=results)
 
 
 def _download_inputs(

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Select, create_engine, event
 
 from opus.store.schema import Base
+from provenance.store import metadata as provenance_tables
 
 
 class Database:
@@ -47,6 +48,7 @@ class Database:
 
     def create_schema(self) -> None:
         Base.metadata.create_all(self.engine)
+        provenance_tables.create_all(self.engine)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -1,0 +1,128 @@
+"""A job as a ProvDM activity: what the runner records for every job it runs."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from opus import __version__
+from opus.jobdefs.model import JobDefinition
+from opus.store import jobs as store
+from provenance import capture
+from provenance.model import Activity, ActivityDescription, Agent, Entity, Parameter
+
+NOT_NCNAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def local_name(text: str) -> str:
+    """Text made safe for the local part of a qualified name."""
+    return NOT_NCNAME.sub("_", text).strip("_") or "x"
+
+
+def job_qname(job_id: str) -> str:
+    return f"opus:job_{job_id}"
+
+
+def entity_qname(entity_id: str) -> str:
+    return f"opus:ent_{entity_id}"
+
+
+def _entity(row: store.EntityRecord | dict[str, Any]) -> Entity:
+    fields = row if isinstance(row, dict) else row.__dict__
+    return Entity(
+        id=entity_qname(fields["id"]),
+        name=fields["file_name"],
+        location=fields["location"] or f"/store/{fields['id']}",
+        content_type=fields["content_type"],
+        size=fields["size"],
+        sha256=fields["sha256"],
+        generated_at=fields["creation_time"] if fields["origin"] == "result" else None,
+        kind=fields["origin"],
+    )
+
+
+def job_activity(
+    job: store.JobRecord,
+    jobdef: JobDefinition,
+    parameters: list[store.ParameterValue],
+    inputs: list[tuple[str, store.EntityRecord]],
+    results: list[dict[str, Any]],
+    status: str,
+    end_time: datetime,
+    message: str | None,
+    worker: str,
+) -> Activity:
+    owner = job.owner or "anonymous"
+    agents = [
+        (Agent(f"opus:user_{local_name(owner)}", "Person", owner), "owner"),
+        (
+            Agent(
+                f"opus:opus_{local_name(__version__)}", "SoftwareAgent", "OPUS", version=__version__
+            ),
+            "server",
+        ),
+        (
+            Agent(
+                f"opus:worker_{local_name(worker.rpartition(':')[0] or worker)}",
+                "SoftwareAgent",
+                f"OPUS worker on {worker.rpartition(':')[0] or worker}",
+                version=__version__,
+            ),
+            "worker",
+        ),
+    ]
+    if jobdef.contact_name or jobdef.contact_email:
+        name = jobdef.contact_name or jobdef.contact_email
+        agents.append(
+            (
+                Agent(
+                    f"opus:contact_{local_name(name)}",
+                    "Person",
+                    name,
+                    email=jobdef.contact_email or None,
+                ),
+                "contact",
+            )
+        )
+    values = {p.name: p.value for p in parameters}
+    recorded = [
+        Parameter(
+            name=p.name,
+            value=values[p.name],
+            datatype=p.datatype,
+            unit=p.unit,
+            ucd=p.ucd,
+            min=p.min,
+            max=p.max,
+            options=",".join(p.options) or None,
+            description=p.description or None,
+        )
+        for p in jobdef.parameters
+        if p.name in values
+    ]
+    description = ActivityDescription(
+        id=f"opus:jobdef_{local_name(jobdef.name)}_{local_name(jobdef.version or '0')}",
+        name=jobdef.name,
+        version=jobdef.version,
+        type=jobdef.type,
+        subtype=jobdef.subtype,
+        doculink=jobdef.doculink,
+        description=jobdef.description,
+    )
+    code = str(Path(jobdef.source).parent) if jobdef.source else None
+    return Activity(
+        id=job_qname(job.id),
+        name=jobdef.name + (f" ({job.run_id})" if job.run_id else ""),
+        description=description,
+        start_time=job.start_time,
+        end_time=end_time,
+        status=status,
+        comment=message,
+        parameters=recorded,
+        used=[(_entity(e), role) for role, e in inputs],
+        generated=[(_entity(r), str(r["role"])) for r in results],
+        agents=agents,
+        context=capture.context(worker, code),
+    )

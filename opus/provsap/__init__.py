@@ -1,0 +1,1 @@
+"""Provenance access: a job's provenance and ProvSAP, over the provenance/ library."""

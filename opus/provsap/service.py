@@ -1,0 +1,113 @@
+"""ProvSAP rules: parameters, identifiers, formats; the walk and the document come from
+the provenance library."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from opus.errors import NotFound, ParameterError
+from opus.execution.recording import entity_qname, job_qname
+from opus.ids import is_id
+from opus.store.db import Database
+from provenance import document, query
+from provenance.serializers import FORMATS, serialize
+
+NAMESPACES = {"opus": "urn:opus:"}
+DEFAULT_FORMAT = "PROV-JSON"
+
+
+@dataclass(frozen=True)
+class Request:
+    ids: list[str]
+    depth: int | None  # None: ALL
+    direction: query.Direction
+    model: document.Model
+    agents: bool
+    response_format: str
+
+
+def _one(params: Mapping[str, Sequence[str]], name: str) -> str | None:
+    values = params.get(name, [])
+    if len(values) > 1:
+        raise ParameterError(name, "given more than once")
+    return values[0].strip() if values else None
+
+
+def parse(params: Mapping[str, Sequence[str]], default_depth: str = "1") -> Request:
+    """ProvSAP parameters (names already upper-cased; unknown ones ignored)."""
+    ids = [v.strip() for v in params.get("ID", []) if v.strip()]
+    depth_text = (_one(params, "DEPTH") or default_depth).upper()
+    if depth_text == "ALL":
+        depth = None
+    elif depth_text.isdigit() and int(depth_text) <= 10_000:
+        depth = int(depth_text)
+    else:
+        raise ParameterError("DEPTH", f"{depth_text!r} is not a whole number (0 to 10000) or ALL")
+    direction = (_one(params, "DIRECTION") or "BACK").upper()
+    if direction not in ("BACK", "FORTH"):
+        raise ParameterError("DIRECTION", f"{direction!r} is not BACK or FORTH")
+    model = (_one(params, "MODEL") or "IVOA").upper()
+    if model not in ("IVOA", "W3C"):
+        raise ParameterError("MODEL", f"{model!r} is not IVOA or W3C")
+    agent = (_one(params, "AGENT") or "YES").upper()
+    if agent not in ("YES", "NO", "TRUE", "FALSE"):
+        raise ParameterError("AGENT", f"{agent!r} is not YES or NO")
+    response_format = (_one(params, "RESPONSEFORMAT") or DEFAULT_FORMAT).upper()
+    if response_format not in FORMATS:
+        raise ParameterError(
+            "RESPONSEFORMAT", f"{response_format!r} is not one of {', '.join(FORMATS)}"
+        )
+    return Request(
+        ids,
+        depth,
+        cast(query.Direction, direction),
+        cast(document.Model, model),
+        agent in ("YES", "TRUE"),
+        response_format,
+    )
+
+
+class ProvenanceService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _resolve(self, ids: list[str]) -> list[str]:
+        """Qualified names of the records the IDs name: qualified, or a bare job/entity id."""
+        candidates: list[str] = []
+        for value in ids:
+            candidates += [job_qname(value), entity_qname(value)] if is_id(value) else [value]
+        with self.db.read() as conn:
+            known = query.known_ids(conn, candidates)
+        unknown = [
+            v
+            for v in ids
+            if not ({job_qname(v), entity_qname(v)} & known if is_id(v) else v in known)
+        ]
+        if unknown:
+            raise NotFound(f"no provenance record for ID {', '.join(map(repr, unknown))}")
+        return [c for c in candidates if c in known]
+
+    def document(self, request: Request) -> tuple[bytes, str]:
+        if not request.ids:
+            raise ParameterError("ID", "missing: give the id of an entity, activity or job")
+        starts = self._resolve(request.ids)
+        with self.db.read() as conn:
+            chosen = query.select_records(
+                conn, starts, request.depth, request.direction, request.agents
+            )
+            doc = document.build(conn, chosen, NAMESPACES, request.model)
+        return serialize(doc, request.response_format)
+
+    def job_document(self, job_id: str, request: Request) -> tuple[bytes, str]:
+        """A job's activity with what it used, generated and who ran it (one hop each way)."""
+        start = job_qname(job_id)
+        with self.db.read() as conn:
+            if not query.known_ids(conn, [start]):
+                raise NotFound(f"job {job_id} has no provenance yet (it has not run)")
+            chosen = query.select_records(conn, [start], 1, "BACK", request.agents)
+            after = query.select_records(conn, [start], 1, "FORTH", request.agents)
+            chosen.entities |= after.entities
+            doc = document.build(conn, chosen, NAMESPACES, request.model)
+        return serialize(doc, request.response_format)

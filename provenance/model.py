@@ -1,0 +1,78 @@
+"""ProvDM records as plain data: what an activity recorded, before it is stored.
+
+Identifiers are qualified names, ``prefix:local`` (e.g. ``opus:job_1a2b``),
+NCName-safe so that every serialization (PROV-XML included) stays valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+AgentType = Literal["Person", "SoftwareAgent", "Organization"]
+
+
+@dataclass(frozen=True)
+class ActivityDescription:
+    id: str
+    name: str
+    version: str = ""
+    type: str = ""
+    subtype: str = ""
+    doculink: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Entity:
+    id: str
+    name: str
+    location: str | None = None
+    content_type: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    generated_at: datetime | None = None
+    kind: str | None = None
+
+
+@dataclass(frozen=True)
+class Agent:
+    id: str
+    type: AgentType
+    name: str
+    email: str | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A parameter value with its ParameterDescription (datatype, unit, bounds...)."""
+
+    name: str
+    value: str
+    datatype: str | None = None
+    unit: str | None = None
+    ucd: str | None = None
+    min: str | None = None
+    max: str | None = None
+    options: str | None = None
+    description: str | None = None
+
+
+@dataclass
+class Activity:
+    """One run of an activity and everything it touched."""
+
+    id: str
+    name: str
+    description: ActivityDescription
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    status: str | None = None
+    comment: str | None = None
+    parameters: list[Parameter] = field(default_factory=list)
+    used: list[tuple[Entity, str]] = field(default_factory=list)  # (entity, role)
+    generated: list[tuple[Entity, str]] = field(default_factory=list)
+    agents: list[tuple[Agent, str]] = field(default_factory=list)  # (agent, role)
+    context: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,120 @@
+"""Lineage in the database: precursors (BACK) and descendants (FORTH) by recursive queries.
+
+The graph walked is entity -> generating activity -> used entity -> ... (BACK)
+or entity -> using activity -> generated entity -> ... (FORTH). DEPTH counts
+those hops; the agents, descriptions, parameters and context of every activity
+reached come along without counting. The walk is cycle-safe: a bounded depth
+stops it, and with no bound each node is visited once (UNION, not UNION ALL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import Connection, literal, select, union, union_all
+from sqlalchemy import String as SqlString
+
+from provenance import store
+
+Direction = Literal["BACK", "FORTH"]
+
+
+@dataclass
+class Selection:
+    """The identifiers of the records to show."""
+
+    activities: set[str] = field(default_factory=set)
+    entities: set[str] = field(default_factory=set)
+    agents: set[str] = field(default_factory=set)
+
+
+def _edges(direction: Direction) -> Any:
+    generated = select(
+        store.generations.c.entity_id.label("src"), store.generations.c.activity_id.label("dst")
+    )
+    used = select(store.used.c.activity_id.label("src"), store.used.c.entity_id.label("dst"))
+    if direction == "FORTH":
+        generated = select(
+            store.generations.c.activity_id.label("src"),
+            store.generations.c.entity_id.label("dst"),
+        )
+        used = select(store.used.c.entity_id.label("src"), store.used.c.activity_id.label("dst"))
+    return union_all(generated, used).cte("edges")
+
+
+def walk(
+    conn: Connection, start: Iterable[str], depth: int | None, direction: Direction
+) -> set[str]:
+    """Every node within `depth` hops of the start nodes (None: no limit), start included."""
+    starts = sorted(set(start))
+    if not starts:
+        return set()
+    edges = _edges(direction)
+    seeds = union_all(*(select(literal(s, SqlString).label("node")) for s in starts)).subquery()
+    if depth is None:
+        anchor = select(seeds.c.node)
+        walk_cte = anchor.cte("walk", recursive=True)
+        step = select(edges.c.dst).join(walk_cte, edges.c.src == walk_cte.c.node)
+        walk_cte = walk_cte.union(step)
+        return {row[0] for row in conn.execute(select(walk_cte.c.node))}
+    anchor = select(seeds.c.node, literal(0).label("depth"))
+    walk_cte = anchor.cte("walk", recursive=True)
+    step = (
+        select(edges.c.dst, (walk_cte.c.depth + 1).label("depth"))
+        .join(walk_cte, edges.c.src == walk_cte.c.node)
+        .where(walk_cte.c.depth < depth)
+    )
+    walk_cte = walk_cte.union(step)
+    return {row[0] for row in conn.execute(select(walk_cte.c.node).distinct())}
+
+
+def select_records(
+    conn: Connection,
+    ids: Iterable[str],
+    depth: int | None,
+    direction: Direction,
+    with_agents: bool = True,
+) -> Selection:
+    """The activities, entities and agents to show for a ProvSAP-style request."""
+    nodes = walk(conn, ids, depth, direction)
+    chosen = list(nodes)
+    found = Selection()
+    if not chosen:
+        return found
+    found.activities = {
+        r[0]
+        for r in conn.execute(
+            select(store.activities.c.id).where(store.activities.c.id.in_(chosen))
+        )
+    }
+    found.entities = {
+        r[0]
+        for r in conn.execute(select(store.entities.c.id).where(store.entities.c.id.in_(chosen)))
+    }
+    if with_agents and found.activities:
+        found.agents = {
+            r[0]
+            for r in conn.execute(
+                select(store.associations.c.agent_id).where(
+                    store.associations.c.activity_id.in_(list(found.activities))
+                )
+            )
+        }
+    found.agents |= _present(conn, store.agents, chosen)
+    return found
+
+
+def _present(conn: Connection, table: Any, ids: list[str]) -> set[str]:
+    return {r[0] for r in conn.execute(select(table.c.id).where(table.c.id.in_(ids)))}
+
+
+def known_ids(conn: Connection, ids: Iterable[str]) -> set[str]:
+    """Which of `ids` name a recorded activity, entity or agent."""
+    wanted = list(set(ids))
+    queries = [
+        select(table.c.id).where(table.c.id.in_(wanted))
+        for table in (store.activities, store.entities, store.agents)
+    ]
+    return {row[0] for row in conn.execute(union(*queries))}
