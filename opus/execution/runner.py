@@ -8,6 +8,7 @@ execution-duration limit and a shutdown stop the whole process group.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import logging
 import mimetypes
@@ -164,7 +165,7 @@ def _execute(ctx: RunnerContext, run: _Run) -> str:
     run.inputs = inputs = inputs + _download_inputs(
         ctx, job_id, jobdef, parameters, {r for r, _ in inputs}, root
     )
-    input_files = _place_inputs(ctx.settings, inputs, workdir)
+    input_files = _place_inputs(ctx.settings, jobdef, inputs, workdir)
 
     env = _environment(ctx.settings, jobdef, values, input_files, root)
     argv = _argv(jobdef, values, input_files, env, root)
@@ -238,25 +239,27 @@ def _download_inputs(
 
 
 def _place_inputs(
-    settings: Settings, inputs: list[tuple[str, store.EntityRecord]], workdir: Path
+    settings: Settings,
+    jobdef: JobDefinition,
+    inputs: list[tuple[str, store.EntityRecord]],
+    workdir: Path,
 ) -> dict[str, list[str]]:
-    """Link each used entity's file into the working directory; role -> file names."""
+    """Copy each used entity's file into the working directory; role -> file names.
+
+    A copy, not a link: a job that writes to its input must not change a stored entity.
+    A name that a result would take (or a pattern would match) gets the role as prefix,
+    so that a job never overwrites its input with its output."""
     placed: dict[str, list[str]] = {}
     taken: set[str] = set()
     for role, entity in inputs:
         name = safe_file_name(entity.file_name) or role
-        if name in taken:
+        if name in taken or any(fnmatch.fnmatch(name, g.file_name) for g in jobdef.generated):
             name = f"{role}_{len(placed.get(role, []))}_{name}"
         taken.add(name)
-        target = workdir / name
         source = settings.data_dir / entity.path
         if not source.is_file():
             raise JobFailure(f"{role}: the stored file of entity {entity.id} is gone")
-        if not target.exists():
-            try:
-                os.link(source, target)
-            except OSError:
-                shutil.copyfile(source, target)
+        shutil.copyfile(source, workdir / name)
         placed.setdefault(role, []).append(name)
     return placed
 

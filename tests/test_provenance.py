@@ -1,0 +1,214 @@
+"""Every job's provenance, lineage across jobs, and each format against its validator."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import prov
+import prov.model
+import pytest
+import requests
+from conftest import Server
+from lxml import etree
+
+SCHEMAS = Path(prov.__file__).parent / "tests" / "schemas"
+
+
+@dataclass
+class Chain:
+    """hello -> append -> append: each job uses the previous job's result."""
+
+    jobs: list[str]  # job URLs
+    outputs: list[str]  # qualified ids of each job's result entity
+
+
+def job_id(url: str) -> str:
+    return url.rsplit("/", 1)[-1]
+
+
+def prov_json(server: Server, url: str, **params: str) -> dict:
+    response = server.session.get(url, params=params)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    return response.json()
+
+
+def result_entity(server: Server, job_url: str) -> str:
+    doc = prov_json(server, f"{job_url}/provenance")
+    generated = [g["prov:entity"] for g in doc.get("wasGeneratedBy", {}).values()]
+    assert len(generated) == 1, doc
+    return generated[0]
+
+
+@pytest.fixture(scope="module")
+def chain(server: Server) -> Chain:
+    first = server.create("hello", name="Lineage")
+    server.wait_final(first)
+    jobs, outputs = [first], [result_entity(server, first)]
+    for step in range(2):
+        previous = f"{jobs[-1]}/results/" + ("greeting" if step == 0 else "output")
+        url = server.create("opus_append", input=previous, text=f"step {step}")
+        assert server.wait_final(url).findtext("{http://www.ivoa.net/xml/UWS/v1.0}phase") == (
+            "COMPLETED"
+        )
+        jobs.append(url)
+        outputs.append(result_entity(server, url))
+    return Chain(jobs, outputs)
+
+
+def provsap(server: Server, **params: str) -> requests.Response:
+    return server.session.get(f"{server.url}/provsap", params=params)
+
+
+def activities(doc: dict) -> set[str]:
+    return set(doc.get("activity", {}))
+
+
+def entities(doc: dict) -> set[str]:
+    return set(doc.get("entity", {}))
+
+
+def test_a_result_used_later_is_the_same_entity(server: Server, chain: Chain) -> None:
+    second = prov_json(server, f"{chain.jobs[1]}/provenance")
+    used = [u["prov:entity"] for u in second["used"].values()]
+    assert used == [chain.outputs[0]]
+    derived = [
+        (d["prov:generatedEntity"], d["prov:usedEntity"])
+        for d in second.get("wasDerivedFrom", {}).values()
+    ]
+    assert (chain.outputs[1], chain.outputs[0]) in derived
+
+
+def test_recorded_sha256_is_the_served_bytes(server: Server, chain: Chain) -> None:
+    for url, entity in zip(chain.jobs, chain.outputs, strict=True):
+        record = prov_json(server, f"{url}/provenance")["entity"][entity]
+        served = server.session.get(server.url + record["prov:location"])
+        assert served.status_code == 200
+        assert hashlib.sha256(served.content).hexdigest() == record["voprov:sha256"]
+        size = record["voprov:content_size"]
+        assert int(size["$"] if isinstance(size, dict) else size) == len(served.content)
+
+
+def test_lineage_back_by_depth(server: Server, chain: Chain) -> None:
+    last = chain.outputs[2]
+    depth1 = provsap(server, ID=last, DEPTH="1", DIRECTION="BACK").json()
+    assert activities(depth1) == {f"opus:job_{job_id(chain.jobs[2])}"}
+    assert chain.outputs[1] not in entities(depth1)
+    depth2 = provsap(server, ID=last, DEPTH="2").json()  # BACK is the default
+    assert chain.outputs[1] in entities(depth2)
+    assert f"opus:job_{job_id(chain.jobs[1])}" not in activities(depth2)
+    everything = provsap(server, ID=last, DEPTH="ALL").json()
+    assert activities(everything) == {f"opus:job_{job_id(u)}" for u in chain.jobs}
+    assert set(chain.outputs) <= entities(everything)
+
+
+def test_lineage_forth(server: Server, chain: Chain) -> None:
+    first = chain.outputs[0]
+    depth1 = provsap(server, ID=first, DEPTH="1", DIRECTION="FORTH").json()
+    assert activities(depth1) == {f"opus:job_{job_id(chain.jobs[1])}"}
+    everything = provsap(server, ID=first, DEPTH="ALL", DIRECTION="FORTH").json()
+    assert activities(everything) == {f"opus:job_{job_id(u)}" for u in chain.jobs[1:]}
+    assert chain.outputs[2] in entities(everything)
+
+
+def test_ids_may_be_bare_job_ids(server: Server, chain: Chain) -> None:
+    doc = provsap(
+        server, id=job_id(chain.jobs[1]), depth="0", direction="forth", Unknown="ignored"
+    ).json()
+    assert activities(doc) == {f"opus:job_{job_id(chain.jobs[1])}"}
+
+
+def test_prov_json_is_valid_and_reads_back_equal(server: Server, chain: Chain) -> None:
+    schema = json.loads((SCHEMAS / "prov-json.schema.json").read_text())
+    response = provsap(server, ID=chain.outputs[2], DEPTH="ALL")
+    document = response.json()
+    jsonschema.validate(document, schema)
+    first = prov.model.ProvDocument.deserialize(content=response.text, format="json")
+    again = prov.model.ProvDocument.deserialize(
+        content=first.serialize(format="json"), format="json"
+    )
+    assert first == again
+    assert len(list(first.get_records(prov.model.ProvActivity))) == 3
+
+
+def test_prov_n_reads_with_the_strict_parser(server: Server, chain: Chain) -> None:
+    response = provsap(server, ID=chain.outputs[2], DEPTH="ALL", RESPONSEFORMAT="PROV-N")
+    assert response.headers["Content-Type"].startswith("text/provenance-notation")
+    parsed = prov.model.ProvDocument.deserialize(content=response.text, format="provn")
+    from_json = prov.model.ProvDocument.deserialize(
+        content=provsap(server, ID=chain.outputs[2], DEPTH="ALL").text, format="json"
+    )
+    assert len(parsed.records) == len(from_json.records)
+
+
+def test_prov_xml_is_valid_against_prov_xsd(server: Server, chain: Chain) -> None:
+    schema = etree.XMLSchema(etree.parse(str(SCHEMAS / "prov.xsd")))
+    for model in ("IVOA", "W3C"):
+        response = provsap(
+            server, ID=chain.outputs[2], DEPTH="ALL", RESPONSEFORMAT="PROV-XML", MODEL=model
+        )
+        doc = etree.fromstring(response.content)
+        assert schema.validate(doc), schema.error_log
+
+
+def test_ivoa_model_has_descriptions_and_parameters_w3c_does_not(
+    server: Server, chain: Chain
+) -> None:
+    ivoa = prov_json(server, f"{chain.jobs[1]}/provenance", MODEL="IVOA")
+    types = {
+        str(e.get("prov:type", {}).get("$"))
+        for e in ivoa["entity"].values()
+        if isinstance(e.get("prov:type"), dict)
+    }
+    assert {"voprov:ActivityDescription", "voprov:Parameter", "voprov:Context"} <= types
+    parameters = [
+        e for e in ivoa["entity"].values() if e.get("prov:type", {}).get("$") == "voprov:Parameter"
+    ]
+    assert {(p["voprov:name"], p["prov:value"]) for p in parameters} == {("text", "step 0")}
+    w3c = prov_json(server, f"{chain.jobs[1]}/provenance", MODEL="W3C")
+    assert not any("voprov:Parameter" in json.dumps(e) for e in w3c["entity"].values())
+    agents = {a["prov:label"] for a in w3c["agent"].values()}
+    assert {"anonymous", "OPUS", "test-admin"} <= agents
+
+
+def test_a_failed_job_has_its_provenance(server: Server) -> None:
+    url = server.create("failing", reason="broken disk")
+    server.wait_final(url)
+    doc = prov_json(server, f"{url}/provenance")
+    activity = doc["activity"][f"opus:job_{job_id(url)}"]
+    assert activity["voprov:status"] == "ERROR"
+    assert "broken disk" in activity["voprov:comment"]
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ({"ID": "x", "DEPTH": "deep"}, "DEPTH"),
+        ({"ID": "x", "DIRECTION": "UP"}, "DIRECTION"),
+        ({"ID": "x", "MODEL": "CAOM"}, "MODEL"),
+        ({"ID": "x", "RESPONSEFORMAT": "text/html"}, "RESPONSEFORMAT"),
+        ({"ID": "x", "AGENT": "perhaps"}, "AGENT"),
+        ({"DEPTH": "1"}, "ID"),
+    ],
+)
+def test_provsap_bad_values_are_400(server: Server, params: dict[str, str], name: str) -> None:
+    response = provsap(server, **params)
+    assert response.status_code == 400
+    assert name in response.text
+
+
+def test_provsap_unknown_id_is_404(server: Server) -> None:
+    response = provsap(server, ID="opus:ent_0000000000000000")
+    assert response.status_code == 404
+    assert "opus:ent_0000000000000000" in response.text
+
+
+def test_pending_job_has_no_provenance_yet(server: Server) -> None:
+    url = server.create("hello", run=False)
+    response = server.session.get(f"{url}/provenance")
+    assert response.status_code == 404
+    assert "not run" in response.text
