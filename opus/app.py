@@ -96,6 +96,7 @@ def _install_service_routes(app: bottle.Bottle, services: Services) -> None:
     route = uws_routes.router(app)
 
     @route("/availability")
+    @route("/provsap/availability")
     def availability() -> bytes:
         notes = [f"{len(registry.definitions)} job definition(s) served"]
         try:
@@ -111,6 +112,7 @@ def _install_service_routes(app: bottle.Bottle, services: Services) -> None:
         return vosi.availability(available, notes)
 
     @route("/capabilities")
+    @route("/provsap/capabilities")
     def capabilities() -> bytes:
         bottle.response.content_type = uws_routes.XML
         return vosi.capabilities(uws_routes.base_url(), registry.names())

@@ -18,6 +18,9 @@ def availability(available: bool, notes: list[str]) -> bytes:
     ).encode()
 
 
+PROVSAP = "ivo://ivoa.net/std/ProvSAP"
+
+
 def capabilities(base: str, jobdefs: list[str]) -> bytes:
     def capability(standard_id: str | None, url: str, interface: str = "vs:ParamHTTP") -> str:
         standard = f' standardID="{escape(standard_id)}"' if standard_id else ""
@@ -30,6 +33,7 @@ def capabilities(base: str, jobdefs: list[str]) -> bytes:
         capability("ivo://ivoa.net/std/VOSI#capabilities", f"{base}/capabilities"),
         capability("ivo://ivoa.net/std/VOSI#availability", f"{base}/availability"),
     ]
+    parts.append(capability(PROVSAP, f"{base}/provsap"))
     parts += [capability(None, f"{base}/rest/{name}") for name in jobdefs]
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'

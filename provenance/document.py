@@ -17,10 +17,10 @@ from prov.model import PROV_LABEL, PROV_ROLE, PROV_TYPE, PROV_VALUE, ProvDocumen
 from sqlalchemy import Connection, select
 
 from provenance import store
+from provenance.model import VOPROV
 from provenance.query import Selection
 
 Model = Literal["IVOA", "W3C"]
-VOPROV = "http://www.ivoa.net/documents/ProvenanceDM/ns/voprov/"
 AGENT_TYPES = {
     "Person": "prov:Person",
     "SoftwareAgent": "prov:SoftwareAgent",

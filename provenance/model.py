@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+VOPROV = "http://www.ivoa.net/documents/ProvenanceDM/ns/voprov/"
+
 AgentType = Literal["Person", "SoftwareAgent", "Organization"]
 
 

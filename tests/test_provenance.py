@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import prov
 import prov.model
 import pytest
 import requests
-from conftest import Server
+from conftest import Server, have
 from lxml import etree
 
 SCHEMAS = Path(prov.__file__).parent / "tests" / "schemas"
@@ -212,3 +215,65 @@ def test_pending_job_has_no_provenance_yet(server: Server) -> None:
     response = server.session.get(f"{url}/provenance")
     assert response.status_code == 404
     assert "not run" in response.text
+
+
+def test_prov_votable_passes_votlint(server: Server, chain: Chain, tmp_path: Path) -> None:
+    stilts = have("stilts")
+    response = provsap(server, ID=chain.outputs[2], DEPTH="ALL", RESPONSEFORMAT="PROV-VOTABLE")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("application/x-votable+xml")
+    path = tmp_path / "prov.vot"
+    path.write_bytes(response.content)
+    out = subprocess.run([stilts, "votlint", str(path)], capture_output=True, text=True)
+    assert [line for line in (out.stdout + out.stderr).splitlines() if line.strip()] == []
+    doc = etree.fromstring(response.content)
+    ns = {"v": "http://www.ivoa.net/xml/VOTable/v1.3"}
+    tables = {t.get("name"): t for t in doc.iterfind(".//v:TABLE", ns)}
+    assert {
+        "Activity",
+        "Entity",
+        "Agent",
+        "Used",
+        "WasGeneratedBy",
+        "WasAssociatedWith",
+        "WasDerivedFrom",
+        "ActivityDescription",
+        "Parameter",
+        "WasConfiguredBy",
+    } <= set(tables)
+    assert all(t.get("utype", "").startswith("voprov:") for t in tables.values())
+    ids = [f.get("ID") for f in doc.iterfind(".//v:FIELD", ns)]
+    assert len(ids) == len(set(ids))
+    assert all(f.get("utype", "").startswith("voprov:") for f in doc.iterfind(".//v:FIELD", ns))
+    activity_ids = {tr[0].text for tr in tables["Activity"].iterfind(".//v:TR", ns)}
+    assert activity_ids == {f"opus:job_{job_id(u)}" for u in chain.jobs}
+
+
+def test_prov_svg_draws_the_graph(server: Server, chain: Chain) -> None:
+    have("dot")
+    response = provsap(server, ID=chain.outputs[2], DEPTH="ALL", RESPONSEFORMAT="PROV-SVG")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("image/svg+xml")
+    svg = etree.fromstring(response.content)
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+    text = " ".join(svg.itertext())
+    assert "hello" in text and "opus_append" in text
+
+
+def test_prov_svg_without_graphviz_is_503(start_server: Callable[..., Server]) -> None:
+    """A server whose PATH has no `dot`: a clear 503, never a 500."""
+    python_dir = str(Path(sys.executable).parent)
+    own = start_server({"PATH": f"{python_dir}:/usr/sbin:/sbin"})
+    url = own.create("hello", name="nodot")
+    own.wait_final(url)
+    response = own.session.get(f"{url}/provenance", params={"RESPONSEFORMAT": "PROV-SVG"})
+    assert response.status_code == 503
+    assert "dot" in response.text
+
+
+def test_provsap_vosi(server: Server) -> None:
+    assert (
+        b"<vosi:available>true" in server.session.get(f"{server.url}/provsap/availability").content
+    )
+    capabilities = server.session.get(f"{server.url}/provsap/capabilities").text
+    assert "ivo://ivoa.net/std/ProvSAP" in capabilities

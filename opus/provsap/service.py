@@ -7,12 +7,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from opus.errors import NotFound, ParameterError
+from prov.model import ProvDocument
+
+from opus.errors import NotFound, ParameterError, Unavailable
 from opus.execution.recording import entity_qname, job_qname
 from opus.ids import is_id
 from opus.store.db import Database
 from provenance import document, query
-from provenance.serializers import FORMATS, serialize
+from provenance.serializers import FORMATS, GraphvizMissing, serialize
 
 NAMESPACES = {"opus": "urn:opus:"}
 DEFAULT_FORMAT = "PROV-JSON"
@@ -98,7 +100,7 @@ class ProvenanceService:
                 conn, starts, request.depth, request.direction, request.agents
             )
             doc = document.build(conn, chosen, NAMESPACES, request.model)
-        return serialize(doc, request.response_format)
+        return _serialize(doc, request.response_format)
 
     def job_document(self, job_id: str, request: Request) -> tuple[bytes, str]:
         """A job's activity with what it used, generated and who ran it (one hop each way)."""
@@ -110,4 +112,11 @@ class ProvenanceService:
             after = query.select_records(conn, [start], 1, "FORTH", request.agents)
             chosen.entities |= after.entities
             doc = document.build(conn, chosen, NAMESPACES, request.model)
-        return serialize(doc, request.response_format)
+        return _serialize(doc, request.response_format)
+
+
+def _serialize(doc: ProvDocument, response_format: str) -> tuple[bytes, str]:
+    try:
+        return serialize(doc, response_format)
+    except GraphvizMissing as exc:
+        raise Unavailable(f"RESPONSEFORMAT={response_format}: {exc}") from None
