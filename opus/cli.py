@@ -151,6 +151,29 @@ def jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def prov_export(args: argparse.Namespace) -> int:
+    """Write provenance files straight from the store (run on the server's machine)."""
+    from opus.config import Settings
+    from opus.execution.recording import entity_qname, job_qname
+    from opus.ids import is_id
+    from opus.provsap.service import NAMESPACES
+    from opus.store.db import Database
+    from opus.timeutil import parse_datetime
+    from provenance.export import activity_ids, export
+
+    settings = Settings()
+    db = Database(settings.db_url)
+    items: list[tuple[str, str]] = [("activity", job_qname(j)) for j in args.job]
+    items += [("entity", entity_qname(e) if is_id(e) else e) for e in args.entity]
+    since = parse_datetime(args.since) if args.since else None
+    everything = (("activity", a) for a in activity_ids(db.read, since))
+    count = export(
+        db.read, items or everything, Path(args.out), args.format, NAMESPACES, args.model
+    )
+    print(f"opus prov export: {count} file(s) and index.csv in {args.out}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="opus", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
@@ -167,6 +190,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait for the job to end")
     p.add_argument("--server", default=DEFAULT_SERVER)
     p.set_defaults(func=submit)
+
+    prov = commands.add_parser("prov", help="provenance").add_subparsers(
+        dest="prov_command", required=True
+    )
+    p = prov.add_parser("export", help="write provenance files and an index")
+    p.add_argument("--out", required=True, help="folder to write into")
+    p.add_argument(
+        "--format",
+        default="PROV-JSON",
+        choices=["PROV-JSON", "PROV-N", "PROV-XML", "PROV-VOTABLE", "PROV-SVG"],
+    )
+    p.add_argument("--model", default="IVOA", choices=["IVOA", "W3C"])
+    p.add_argument("--job", action="append", default=[], help="a job id (repeatable)")
+    p.add_argument(
+        "--entity",
+        action="append",
+        default=[],
+        help="an entity id, with its whole lineage (repeatable)",
+    )
+    p.add_argument("--since", help="every activity ended since this ISO 8601 time")
+    p.set_defaults(func=prov_export)
 
     p = commands.add_parser("jobs", help="list jobs, newest first")
     p.add_argument("jobdef", nargs="?")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import subprocess
@@ -277,3 +278,68 @@ def test_provsap_vosi(server: Server) -> None:
     )
     capabilities = server.session.get(f"{server.url}/provsap/capabilities").text
     assert "ivo://ivoa.net/std/ProvSAP" in capabilities
+
+
+def test_prov_export_writes_files_and_an_index(
+    server: Server, chain: Chain, tmp_path: Path
+) -> None:
+    env = dict(server.env)
+    out = tmp_path / "all"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "opus.cli",
+            "prov",
+            "export",
+            "--out",
+            str(out),
+            "--format",
+            "PROV-N",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    with (out / "index.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    exported = {row["id"] for row in rows}
+    assert {f"opus:job_{job_id(u)}" for u in chain.jobs} <= exported
+    for row in rows:
+        body = (out / row["file"]).read_bytes()
+        assert hashlib.sha256(body).hexdigest() == row["sha256"]
+        prov.model.ProvDocument.deserialize(content=body.decode(), format="provn")
+
+    one = tmp_path / "one"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "opus.cli",
+            "prov",
+            "export",
+            "--out",
+            str(one),
+            "--entity",
+            chain.outputs[2],
+            "--job",
+            job_id(chain.jobs[0]),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    files = sorted(p.name for p in one.iterdir())
+    assert files == sorted(
+        [
+            "index.csv",
+            f"opus_job_{job_id(chain.jobs[0])}.json",
+            chain.outputs[2].replace(":", "_") + ".json",
+        ]
+    )
+    lineage = json.loads((one / (chain.outputs[2].replace(":", "_") + ".json")).read_text())
+    assert activities(lineage) == {f"opus:job_{job_id(u)}" for u in chain.jobs}

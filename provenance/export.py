@@ -1,0 +1,82 @@
+"""Writing provenance to files for archives: one document per activity or entity, and an
+index. Activities are read in batches, each document built and written on its own, so a
+store of any size is exported in bounded memory."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Connection, select
+
+from provenance import document, query, store
+from provenance.serializers import serialize
+
+EXTENSIONS = {
+    "PROV-JSON": ".json",
+    "PROV-N": ".provn",
+    "PROV-XML": ".provx",
+    "PROV-VOTABLE": ".vot.xml",
+    "PROV-SVG": ".svg",
+}
+BATCH = 500
+
+Reader = Callable[[], AbstractContextManager[Connection]]
+
+
+def activity_ids(read: Reader, since: datetime | None = None) -> Iterator[str]:
+    """Ids of the recorded activities (ended at or after `since`), oldest first, in batches."""
+    last: tuple[datetime, str] | None = None
+    while True:
+        query_ = select(store.activities.c.id, store.activities.c.start_time).order_by(
+            store.activities.c.start_time, store.activities.c.id
+        )
+        if since is not None:
+            query_ = query_.where(store.activities.c.end_time >= since)
+        if last is not None:
+            query_ = query_.where(
+                (store.activities.c.start_time > last[0])
+                | ((store.activities.c.start_time == last[0]) & (store.activities.c.id > last[1]))
+            )
+        with read() as conn:
+            rows = conn.execute(query_.limit(BATCH)).all()
+        if not rows:
+            return
+        yield from (row[0] for row in rows)
+        last = (rows[-1][1], rows[-1][0])
+
+
+def export(
+    read: Reader,
+    items: Iterable[tuple[str, str]],
+    folder: Path,
+    response_format: str,
+    namespaces: Mapping[str, str],
+    model: document.Model = "IVOA",
+) -> int:
+    """Write one file per (kind, id): an activity with what it used and generated, or an
+    entity with its whole lineage; and index.csv. How many files were written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    extension = EXTENSIONS[response_format]
+    count = 0
+    with (folder / "index.csv").open("w", newline="") as index_file:
+        index = csv.writer(index_file)
+        index.writerow(["kind", "id", "file", "bytes", "sha256"])
+        for kind, identifier in items:
+            with read() as conn:
+                if kind == "activity":
+                    chosen = query.select_records(conn, [identifier], 1, "BACK")
+                    chosen.entities |= query.select_records(conn, [identifier], 1, "FORTH").entities
+                else:
+                    chosen = query.select_records(conn, [identifier], None, "BACK")
+                doc = document.build(conn, chosen, namespaces, model)
+            body, _ = serialize(doc, response_format)
+            name = identifier.replace(":", "_") + extension
+            (folder / name).write_bytes(body)
+            index.writerow([kind, identifier, name, len(body), hashlib.sha256(body).hexdigest()])
+            count += 1
+    return count
