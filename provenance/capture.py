@@ -7,7 +7,9 @@ provenance is committed with the activity's outcome or not at all.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import socket
@@ -112,14 +114,27 @@ def _unique(rows: Iterable[dict[str, Any]], keys: Sequence[str]) -> list[dict[st
     return list(seen.values())
 
 
+def context_qname(activity: Activity) -> str:
+    """Contexts are identified by their content, so identical ones are stored once."""
+    digest = hashlib.sha256(json.dumps(sorted(activity.context.items())).encode()).hexdigest()
+    return f"{activity.id.partition(':')[0]}:context_{digest[:16]}"
+
+
 def record(conn: Connection, activity: Activity) -> None:
     """Write (or rewrite) an activity's provenance in the caller's transaction."""
-    for table in (store.used, store.associations, store.parameters, store.contexts):
+    for table in (store.used, store.associations, store.parameters):
         conn.execute(delete(table).where(table.c.activity_id == activity.id))
     conn.execute(delete(store.derivations).where(store.derivations.c.activity_id == activity.id))
     conn.execute(delete(store.activities).where(store.activities.c.id == activity.id))
 
     _insert_new(conn, store.activity_descriptions, [asdict(activity.description)])
+    context_id = context_qname(activity) if activity.context else None
+    if context_id is not None:
+        _insert_new(
+            conn,
+            store.contexts,
+            [dict(context_id=context_id, key=k, value=v) for k, v in activity.context.items()],
+        )
     entities = [asdict(e) for e, _ in activity.used + activity.generated]
     _insert_new(conn, store.entities, _unique(entities, ["id"]))
     _insert_new(conn, store.agents, _unique([asdict(a) for a, _ in activity.agents], ["id"]))
@@ -133,6 +148,7 @@ def record(conn: Connection, activity: Activity) -> None:
                 end_time=activity.end_time,
                 status=activity.status,
                 description_id=activity.description.id,
+                context_id=context_id,
                 comment=activity.comment,
             )
         ],
@@ -172,9 +188,4 @@ def record(conn: Connection, activity: Activity) -> None:
             _unique(
                 [dict(asdict(p), activity_id=activity.id) for p in activity.parameters], ["name"]
             ),
-        )
-    if activity.context:
-        conn.execute(
-            store.contexts.insert(),
-            [dict(activity_id=activity.id, key=k, value=v) for k, v in activity.context.items()],
         )

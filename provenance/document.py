@@ -1,4 +1,8 @@
-"""Stored records -> a prov.model.ProvDocument, in the IVOA model or plain W3C PROV.
+"""Stored records -> a provenance document, in the IVOA model or plain W3C PROV.
+
+The document is a light list of records (PROV-JSON's vocabulary), cheap to
+build for thousands of activities; PROV-JSON and PROV-VOTABLE are written from
+it directly, and `to_prov` gives the prov 3 ProvDocument for the other formats.
 
 IVOA ProvDM classes PROV has no word for are PROV records typed with
 ``voprov:``: an ActivityDescription is an entity of type
@@ -10,10 +14,12 @@ voprov:wasConfiguredBy). Every serialization stays readable by prov 3.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from prov.model import PROV_LABEL, PROV_ROLE, PROV_TYPE, PROV_VALUE, ProvDocument
+from prov.model import ProvDocument
 from sqlalchemy import Connection, select
 
 from provenance import store
@@ -28,8 +34,37 @@ AGENT_TYPES = {
 }
 
 
-def _attrs(**values: Any) -> dict[Any, Any]:
-    return {k.replace("__", ":"): v for k, v in values.items() if v not in (None, "")}
+class QName(str):
+    """An attribute value that is a qualified name (prov:type values), not a string."""
+
+
+@dataclass
+class Record:
+    kind: str  # activity, entity, agent, used, wasGeneratedBy, wasAssociatedWith, ...
+    id: str | None  # None for a relation: it gets a blank-node id when written
+    formal: dict[str, Any]  # PROV-JSON's formal attributes (prov:activity, prov:time, ...)
+    attributes: list[tuple[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Document:
+    namespaces: dict[str, str]
+    records: list[Record] = field(default_factory=list)
+
+    def add(self, kind: str, id: str | None, formal: dict[str, Any], **attributes: Any) -> None:
+        """A record; attribute names are written prefix__name, empty values left out."""
+        pairs = [
+            (_attribute_name(key), value)
+            for key, value in attributes.items()
+            if value is not None and value != ""
+        ]
+        formal = {k: v for k, v in formal.items() if v is not None}
+        self.records.append(Record(kind, id, formal, pairs))
+
+
+@functools.cache
+def _attribute_name(key: str) -> str:
+    return key.replace("__", ":")
 
 
 def _rows(conn: Connection, table: Any, column: Any, ids: set[str]) -> list[Any]:
@@ -40,141 +75,201 @@ def _rows(conn: Connection, table: Any, column: Any, ids: set[str]) -> list[Any]
 
 def build(
     conn: Connection, chosen: Selection, namespaces: Mapping[str, str], model: Model = "IVOA"
-) -> ProvDocument:
-    doc = ProvDocument()
-    for prefix, uri in namespaces.items():
-        doc.add_namespace(prefix, uri)
-    voprov = doc.add_namespace("voprov", VOPROV)
-    q = doc.valid_qualified_name
-
+) -> Document:
+    doc = Document(dict(namespaces) | {"voprov": VOPROV})
     activities = _rows(conn, store.activities, store.activities.c.id, chosen.activities)
     for row in activities:
-        doc.activity(
+        doc.add(
+            "activity",
             row.id,
-            row.start_time,
-            row.end_time,
-            _attrs(prov__label=row.name, voprov__status=row.status, voprov__comment=row.comment),
+            {"prov:startTime": row.start_time, "prov:endTime": row.end_time},
+            prov__label=row.name,
+            voprov__status=row.status,
+            voprov__comment=row.comment,
         )
     for row in _rows(conn, store.entities, store.entities.c.id, chosen.entities):
-        doc.entity(
+        doc.add(
+            "entity",
             row.id,
-            _attrs(
-                prov__label=row.name,
-                prov__location=row.location,
-                voprov__content_type=row.content_type,
-                voprov__content_size=row.size,
-                voprov__sha256=row.sha256,
-            ),
+            {},
+            prov__label=row.name,
+            prov__location=row.location,
+            voprov__content_type=row.content_type,
+            voprov__content_size=row.size,
+            voprov__sha256=row.sha256,
         )
     for row in _rows(conn, store.agents, store.agents.c.id, chosen.agents):
-        doc.agent(
+        doc.add(
+            "agent",
             row.id,
-            {
-                PROV_TYPE: q(AGENT_TYPES[row.type]),
-                PROV_LABEL: row.name,
-                **_attrs(voprov__email=row.email, voprov__version=row.version),
-            },
+            {},
+            prov__type=QName(AGENT_TYPES[row.type]),
+            prov__label=row.name,
+            voprov__email=row.email,
+            voprov__version=row.version,
         )
 
-    both = chosen.activities
-    for row in _rows(conn, store.used, store.used.c.activity_id, both):
+    shown = chosen.activities
+    for row in _rows(conn, store.used, store.used.c.activity_id, shown):
         if row.entity_id in chosen.entities:
-            doc.used(
-                row.activity_id, row.entity_id, row.time, other_attributes={PROV_ROLE: row.role}
+            doc.add(
+                "used",
+                None,
+                {
+                    "prov:activity": row.activity_id,
+                    "prov:entity": row.entity_id,
+                    "prov:time": row.time,
+                },
+                prov__role=row.role,
             )
-    for row in _rows(conn, store.generations, store.generations.c.activity_id, both):
+    for row in _rows(conn, store.generations, store.generations.c.activity_id, shown):
         if row.entity_id in chosen.entities:
-            doc.wasGeneratedBy(
-                row.entity_id,
-                row.activity_id,
-                row.time,
-                other_attributes={PROV_ROLE: row.role} if row.role else None,
+            doc.add(
+                "wasGeneratedBy",
+                None,
+                {
+                    "prov:entity": row.entity_id,
+                    "prov:activity": row.activity_id,
+                    "prov:time": row.time,
+                },
+                prov__role=row.role,
             )
-    for row in _rows(conn, store.associations, store.associations.c.activity_id, both):
+    for row in _rows(conn, store.associations, store.associations.c.activity_id, shown):
         if row.agent_id in chosen.agents:
-            doc.wasAssociatedWith(
-                row.activity_id, row.agent_id, other_attributes={PROV_ROLE: row.role}
+            doc.add(
+                "wasAssociatedWith",
+                None,
+                {"prov:activity": row.activity_id, "prov:agent": row.agent_id},
+                prov__role=row.role,
             )
     for row in _rows(conn, store.derivations, store.derivations.c.generated_id, chosen.entities):
         if row.used_id in chosen.entities:
-            doc.wasDerivedFrom(
-                row.generated_id, row.used_id, row.activity_id if row.activity_id in both else None
+            activity = row.activity_id if row.activity_id in shown else None
+            doc.add(
+                "wasDerivedFrom",
+                None,
+                {
+                    "prov:generatedEntity": row.generated_id,
+                    "prov:usedEntity": row.used_id,
+                    "prov:activity": activity,
+                },
             )
     if model == "IVOA":
-        _ivoa_records(conn, doc, activities, voprov)
+        _ivoa_records(conn, doc, activities)
     return doc
 
 
-def _ivoa_records(conn: Connection, doc: ProvDocument, activities: list[Any], voprov: Any) -> None:
+def _ivoa_records(conn: Connection, doc: Document, activities: list[Any]) -> None:
     """Descriptions, parameters and context of the activities shown."""
     ids = {row.id for row in activities}
     descriptions = {row.description_id for row in activities if row.description_id}
     for row in _rows(
         conn, store.activity_descriptions, store.activity_descriptions.c.id, descriptions
     ):
-        doc.entity(
+        doc.add(
+            "entity",
             row.id,
-            {
-                PROV_TYPE: voprov["ActivityDescription"],
-                **_attrs(
-                    voprov__name=row.name,
-                    voprov__version=row.version,
-                    voprov__type=row.type,
-                    voprov__subtype=row.subtype,
-                    voprov__doculink=row.doculink,
-                    voprov__description=row.description,
-                ),
-            },
+            {},
+            prov__type=QName("voprov:ActivityDescription"),
+            voprov__name=row.name,
+            voprov__version=row.version,
+            voprov__type=row.type,
+            voprov__subtype=row.subtype,
+            voprov__doculink=row.doculink,
+            voprov__description=row.description,
         )
     for row in activities:
         if row.description_id:
-            doc.influence(
-                row.id, row.description_id, other_attributes={PROV_TYPE: voprov["isDescribedBy"]}
+            doc.add(
+                "wasInfluencedBy",
+                None,
+                {"prov:influencee": row.id, "prov:influencer": row.description_id},
+                prov__type=QName("voprov:isDescribedBy"),
             )
     for row in _rows(conn, store.parameters, store.parameters.c.activity_id, ids):
-        local = row.activity_id.partition(":")[2]
-        prefix = row.activity_id.partition(":")[0]
-        parameter_id = f"{prefix}:{local}_par_{row.name}"
-        doc.entity(
+        parameter_id = f"{row.activity_id}_par_{row.name}"
+        doc.add(
+            "entity",
             parameter_id,
-            {
-                PROV_TYPE: voprov["Parameter"],
-                PROV_VALUE: row.value,
-                **_attrs(
-                    voprov__name=row.name,
-                    voprov__datatype=row.datatype,
-                    voprov__unit=row.unit,
-                    voprov__ucd=row.ucd,
-                    voprov__min=row.min,
-                    voprov__max=row.max,
-                    voprov__options=row.options,
-                    voprov__description=row.description,
-                ),
-            },
+            {},
+            prov__type=QName("voprov:Parameter"),
+            prov__value=row.value,
+            voprov__name=row.name,
+            voprov__datatype=row.datatype,
+            voprov__unit=row.unit,
+            voprov__ucd=row.ucd,
+            voprov__min=row.min,
+            voprov__max=row.max,
+            voprov__options=row.options,
+            voprov__description=row.description,
         )
-        doc.influence(
-            row.activity_id,
-            parameter_id,
-            other_attributes={
-                PROV_TYPE: voprov["wasConfiguredBy"],
-                voprov["artefactType"]: "Parameter",
-            },
+        doc.add(
+            "wasInfluencedBy",
+            None,
+            {"prov:influencee": row.activity_id, "prov:influencer": parameter_id},
+            prov__type=QName("voprov:wasConfiguredBy"),
+            voprov__artefactType="Parameter",
         )
-    context: dict[str, dict[str, str]] = {}
-    for row in _rows(conn, store.contexts, store.contexts.c.activity_id, ids):
-        context.setdefault(row.activity_id, {})[row.key] = row.value
-    for activity_id, items in context.items():
-        prefix, _, local = activity_id.partition(":")
-        context_id = f"{prefix}:{local}_context"
-        attributes: dict[Any, Any] = {PROV_TYPE: voprov["Context"]}
-        for key, value in sorted(items.items()):
-            attributes[voprov["context_" + "".join(c if c.isalnum() else "_" for c in key)]] = value
-        doc.entity(context_id, attributes)
-        doc.influence(
-            activity_id,
-            context_id,
-            other_attributes={
-                PROV_TYPE: voprov["wasConfiguredBy"],
-                voprov["artefactType"]: "Context",
-            },
+    contexts = {row.context_id for row in activities if row.context_id}
+    items: dict[str, list[tuple[str, Any]]] = {}
+    for row in _rows(conn, store.contexts, store.contexts.c.context_id, contexts):
+        items.setdefault(row.context_id, []).append((_context_key(row.key), row.value))
+    for context_id, pairs in items.items():
+        doc.records.append(
+            Record(
+                "entity", context_id, {}, [("prov:type", QName("voprov:Context")), *sorted(pairs)]
+            )
         )
+    for row in activities:
+        if row.context_id in items:
+            doc.add(
+                "wasInfluencedBy",
+                None,
+                {"prov:influencee": row.id, "prov:influencer": row.context_id},
+                prov__type=QName("voprov:wasConfiguredBy"),
+                voprov__artefactType="Context",
+            )
+
+
+@functools.cache
+def _context_key(key: str) -> str:
+    return "voprov:context_" + "".join(c if c.isalnum() else "_" for c in key)
+
+
+RELATION_ARGS = {
+    "used": ("prov:activity", "prov:entity", "prov:time"),
+    "wasGeneratedBy": ("prov:entity", "prov:activity", "prov:time"),
+    "wasAssociatedWith": ("prov:activity", "prov:agent"),
+    "wasDerivedFrom": ("prov:generatedEntity", "prov:usedEntity", "prov:activity"),
+    "wasInfluencedBy": ("prov:influencee", "prov:influencer"),
+}
+PROV_METHODS = {"wasDerivedFrom": "wasDerivedFrom", "wasInfluencedBy": "influence"}
+
+
+def to_prov(doc: Document) -> ProvDocument:
+    """The same document as a prov 3 ProvDocument (for PROV-N, PROV-XML and graphs)."""
+    prov_doc = ProvDocument()
+    for prefix, uri in doc.namespaces.items():
+        prov_doc.add_namespace(prefix, uri)
+    q = prov_doc.valid_qualified_name
+
+    def value(item: Any) -> Any:
+        return q(item) if isinstance(item, QName) else item
+
+    for record in doc.records:
+        attributes = [(key, value(item)) for key, item in record.attributes]
+        if record.kind == "activity":
+            assert record.id is not None
+            prov_doc.activity(
+                record.id,
+                record.formal.get("prov:startTime"),
+                record.formal.get("prov:endTime"),
+                attributes,
+            )
+        elif record.kind in ("entity", "agent"):
+            getattr(prov_doc, record.kind)(record.id, attributes)
+        else:
+            args = [record.formal.get(name) for name in RELATION_ARGS[record.kind]]
+            method = getattr(prov_doc, PROV_METHODS.get(record.kind, record.kind))
+            method(*args, other_attributes=attributes)
+    return prov_doc

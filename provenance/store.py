@@ -42,6 +42,7 @@ activities = Table(
     Column("end_time", DateTime),
     Column("status", String(32)),
     Column("description_id", String(ID)),
+    Column("context_id", String(ID)),
     Column("comment", Text),
 )
 
@@ -120,10 +121,10 @@ parameters = Table(
     Column("description", Text),
 )
 
-contexts = Table(
+contexts = Table(  # one row per key of a context; activities with the same context share it
     "prov_contexts",
     metadata,
-    Column("activity_id", String(ID), primary_key=True),
+    Column("context_id", String(ID), primary_key=True),
     Column("key", String(128), primary_key=True),
     Column("value", Text),
 )

@@ -7,8 +7,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from prov.model import ProvDocument
-
 from opus.errors import NotFound, ParameterError, Unavailable
 from opus.execution.recording import entity_qname, job_qname
 from opus.ids import is_id
@@ -115,7 +113,7 @@ class ProvenanceService:
         return _serialize(doc, request.response_format)
 
 
-def _serialize(doc: ProvDocument, response_format: str) -> tuple[bytes, str]:
+def _serialize(doc: document.Document, response_format: str) -> tuple[bytes, str]:
     try:
         return serialize(doc, response_format)
     except GraphvizMissing as exc:

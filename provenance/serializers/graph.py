@@ -5,16 +5,17 @@ from __future__ import annotations
 import shutil
 
 from prov.dot import prov_to_dot
-from prov.model import ProvDocument
+
+from provenance.document import Document, to_prov
 
 
 class GraphvizMissing(Exception):
     """The `dot` program of graphviz is not installed: no SVG can be drawn."""
 
 
-def to_svg(doc: ProvDocument) -> bytes:
+def to_svg(doc: Document) -> bytes:
     if shutil.which("dot") is None:
         raise GraphvizMissing("graphviz's dot program is not installed on the server")
-    svg = prov_to_dot(doc, use_labels=True).create(format="svg")
+    svg = prov_to_dot(to_prov(doc), use_labels=True).create(format="svg")
     assert isinstance(svg, bytes)
     return svg

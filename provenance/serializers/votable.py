@@ -13,69 +13,37 @@ from datetime import datetime
 from typing import Any
 
 from lxml import etree
-from prov.model import (
-    PROV_ATTR_ACTIVITY,
-    PROV_ATTR_AGENT,
-    PROV_ATTR_ENDTIME,
-    PROV_ATTR_ENTITY,
-    PROV_ATTR_GENERATED_ENTITY,
-    PROV_ATTR_INFLUENCEE,
-    PROV_ATTR_INFLUENCER,
-    PROV_ATTR_STARTTIME,
-    PROV_ATTR_TIME,
-    PROV_ATTR_USED_ENTITY,
-    PROV_LABEL,
-    PROV_LOCATION,
-    PROV_ROLE,
-    PROV_TYPE,
-    PROV_VALUE,
-    ProvActivity,
-    ProvAgent,
-    ProvAssociation,
-    ProvDerivation,
-    ProvDocument,
-    ProvEntity,
-    ProvGeneration,
-    ProvInfluence,
-    ProvRecord,
-    ProvUsage,
-)
 
-from provenance.model import VOPROV
+from provenance.document import Document, Record
 
 VOTABLE_NS = "http://www.ivoa.net/xml/VOTable/v1.3"
 
-# (table name, utype, [(field, utype attribute, how to read it from a record)])
-Getter = Callable[[ProvRecord], Any]
+Getter = Callable[[Record], Any]
 
 
-def _first(record: ProvRecord, key: Any) -> Any:
-    values = [v for k, v in record.attributes if k == key]
-    return values[0] if values else None
+def _first(record: Record, key: str) -> Any:
+    return next((value for k, value in record.attributes if k == key), None)
 
 
-def _attr(key: Any) -> Getter:
+def _attr(key: str) -> Getter:
     return lambda record: _first(record, key)
 
 
 def _voprov(name: str) -> Getter:
-    def get(record: ProvRecord) -> Any:
-        for key, value in record.attributes:
-            namespace = getattr(key, "namespace", None)
-            if namespace is not None and namespace.uri == VOPROV and key.localpart == name:
-                return value
-        return None
-
-    return get
+    return _attr(f"voprov:{name}")
 
 
-def _identifier(record: ProvRecord) -> Any:
-    return record.identifier
+def _formal(key: str) -> Getter:
+    return lambda record: record.formal.get(key)
 
 
-def _typed(record: ProvRecord) -> str:
-    value = _first(record, PROV_TYPE)
-    return getattr(value, "localpart", str(value) if value is not None else "")
+def _identifier(record: Record) -> Any:
+    return record.id
+
+
+def _typed(record: Record) -> str:
+    value = _first(record, "prov:type")
+    return str(value).partition(":")[2] if value is not None else ""
 
 
 def _text(value: Any) -> str:
@@ -83,7 +51,7 @@ def _text(value: Any) -> str:
         return ""
     if isinstance(value, datetime):
         return value.isoformat()
-    return str(getattr(value, "value", value))
+    return str(value)
 
 
 TABLES: list[tuple[str, str, list[tuple[str, str, Getter]]]] = [
@@ -92,9 +60,9 @@ TABLES: list[tuple[str, str, list[tuple[str, str, Getter]]]] = [
         "voprov:Activity",
         [
             ("id", "voprov:Activity.id", _identifier),
-            ("name", "voprov:Activity.name", _attr(PROV_LABEL)),
-            ("startTime", "voprov:Activity.startTime", _attr(PROV_ATTR_STARTTIME)),
-            ("endTime", "voprov:Activity.endTime", _attr(PROV_ATTR_ENDTIME)),
+            ("name", "voprov:Activity.name", _attr("prov:label")),
+            ("startTime", "voprov:Activity.startTime", _formal("prov:startTime")),
+            ("endTime", "voprov:Activity.endTime", _formal("prov:endTime")),
             ("status", "voprov:Activity.status", _voprov("status")),
             ("comment", "voprov:Activity.comment", _voprov("comment")),
         ],
@@ -117,8 +85,8 @@ TABLES: list[tuple[str, str, list[tuple[str, str, Getter]]]] = [
         "voprov:Entity",
         [
             ("id", "voprov:Entity.id", _identifier),
-            ("name", "voprov:Entity.name", _attr(PROV_LABEL)),
-            ("location", "voprov:Entity.location", _attr(PROV_LOCATION)),
+            ("name", "voprov:Entity.name", _attr("prov:label")),
+            ("location", "voprov:Entity.location", _attr("prov:location")),
             ("content_type", "voprov:EntityDescription.content_type", _voprov("content_type")),
             ("content_size", "voprov:Entity.content_size", _voprov("content_size")),
             ("sha256", "voprov:Entity.sha256", _voprov("sha256")),
@@ -130,7 +98,7 @@ TABLES: list[tuple[str, str, list[tuple[str, str, Getter]]]] = [
         [
             ("id", "voprov:Parameter.id", _identifier),
             ("name", "voprov:ParameterDescription.name", _voprov("name")),
-            ("value", "voprov:Parameter.value", _attr(PROV_VALUE)),
+            ("value", "voprov:Parameter.value", _attr("prov:value")),
             ("datatype", "voprov:ParameterDescription.datatype", _voprov("datatype")),
             ("unit", "voprov:ParameterDescription.unit", _voprov("unit")),
             ("ucd", "voprov:ParameterDescription.ucd", _voprov("ucd")),
@@ -145,7 +113,7 @@ TABLES: list[tuple[str, str, list[tuple[str, str, Getter]]]] = [
         "voprov:Agent",
         [
             ("id", "voprov:Agent.id", _identifier),
-            ("name", "voprov:Agent.name", _attr(PROV_LABEL)),
+            ("name", "voprov:Agent.name", _attr("prov:label")),
             ("type", "voprov:Agent.type", _typed),
             ("email", "voprov:Agent.email", _voprov("email")),
             ("version", "voprov:Agent.version", _voprov("version")),
@@ -155,29 +123,29 @@ TABLES: list[tuple[str, str, list[tuple[str, str, Getter]]]] = [
         "Used",
         "voprov:Used",
         [
-            ("activity", "voprov:Used.activity", _attr(PROV_ATTR_ACTIVITY)),
-            ("entity", "voprov:Used.entity", _attr(PROV_ATTR_ENTITY)),
-            ("role", "voprov:Used.role", _attr(PROV_ROLE)),
-            ("time", "voprov:Used.time", _attr(PROV_ATTR_TIME)),
+            ("activity", "voprov:Used.activity", _formal("prov:activity")),
+            ("entity", "voprov:Used.entity", _formal("prov:entity")),
+            ("role", "voprov:Used.role", _attr("prov:role")),
+            ("time", "voprov:Used.time", _formal("prov:time")),
         ],
     ),
     (
         "WasGeneratedBy",
         "voprov:WasGeneratedBy",
         [
-            ("entity", "voprov:WasGeneratedBy.entity", _attr(PROV_ATTR_ENTITY)),
-            ("activity", "voprov:WasGeneratedBy.activity", _attr(PROV_ATTR_ACTIVITY)),
-            ("role", "voprov:WasGeneratedBy.role", _attr(PROV_ROLE)),
-            ("time", "voprov:WasGeneratedBy.time", _attr(PROV_ATTR_TIME)),
+            ("entity", "voprov:WasGeneratedBy.entity", _formal("prov:entity")),
+            ("activity", "voprov:WasGeneratedBy.activity", _formal("prov:activity")),
+            ("role", "voprov:WasGeneratedBy.role", _attr("prov:role")),
+            ("time", "voprov:WasGeneratedBy.time", _formal("prov:time")),
         ],
     ),
     (
         "WasAssociatedWith",
         "voprov:WasAssociatedWith",
         [
-            ("activity", "voprov:WasAssociatedWith.activity", _attr(PROV_ATTR_ACTIVITY)),
-            ("agent", "voprov:WasAssociatedWith.agent", _attr(PROV_ATTR_AGENT)),
-            ("role", "voprov:WasAssociatedWith.role", _attr(PROV_ROLE)),
+            ("activity", "voprov:WasAssociatedWith.activity", _formal("prov:activity")),
+            ("agent", "voprov:WasAssociatedWith.agent", _formal("prov:agent")),
+            ("role", "voprov:WasAssociatedWith.role", _attr("prov:role")),
         ],
     ),
     (
@@ -187,18 +155,18 @@ TABLES: list[tuple[str, str, list[tuple[str, str, Getter]]]] = [
             (
                 "generatedEntity",
                 "voprov:WasDerivedFrom.generatedEntity",
-                _attr(PROV_ATTR_GENERATED_ENTITY),
+                _formal("prov:generatedEntity"),
             ),
-            ("usedEntity", "voprov:WasDerivedFrom.usedEntity", _attr(PROV_ATTR_USED_ENTITY)),
-            ("activity", "voprov:WasDerivedFrom.activity", _attr(PROV_ATTR_ACTIVITY)),
+            ("usedEntity", "voprov:WasDerivedFrom.usedEntity", _formal("prov:usedEntity")),
+            ("activity", "voprov:WasDerivedFrom.activity", _formal("prov:activity")),
         ],
     ),
     (
         "WasConfiguredBy",
         "voprov:WasConfiguredBy",
         [
-            ("activity", "voprov:WasConfiguredBy.activity", _attr(PROV_ATTR_INFLUENCEE)),
-            ("artefact", "voprov:WasConfiguredBy.artefact", _attr(PROV_ATTR_INFLUENCER)),
+            ("activity", "voprov:WasConfiguredBy.activity", _formal("prov:influencee")),
+            ("artefact", "voprov:WasConfiguredBy.artefact", _formal("prov:influencer")),
             ("artefactType", "voprov:WasConfiguredBy.artefactType", _voprov("artefactType")),
         ],
     ),
@@ -206,44 +174,42 @@ TABLES: list[tuple[str, str, list[tuple[str, str, Getter]]]] = [
         "IsDescribedBy",
         "voprov:IsDescribedBy",
         [
-            ("activity", "voprov:IsDescribedBy.activity", _attr(PROV_ATTR_INFLUENCEE)),
-            ("description", "voprov:IsDescribedBy.description", _attr(PROV_ATTR_INFLUENCER)),
+            ("activity", "voprov:IsDescribedBy.activity", _formal("prov:influencee")),
+            ("description", "voprov:IsDescribedBy.description", _formal("prov:influencer")),
         ],
     ),
 ]
 
 
-def _table_of(record: ProvRecord) -> str | None:
-    if isinstance(record, ProvActivity):
-        return "Activity"
-    if isinstance(record, ProvAgent):
-        return "Agent"
-    if isinstance(record, ProvEntity):
+TABLE_OF = {
+    "activity": "Activity",
+    "agent": "Agent",
+    "used": "Used",
+    "wasGeneratedBy": "WasGeneratedBy",
+    "wasAssociatedWith": "WasAssociatedWith",
+    "wasDerivedFrom": "WasDerivedFrom",
+}
+
+
+def _table_of(record: Record) -> str | None:
+    if record.kind == "entity":
         kind = _typed(record)
         if kind in ("ActivityDescription", "Parameter"):
             return kind
         return None if kind == "Context" else "Entity"
-    if isinstance(record, ProvUsage):
-        return "Used"
-    if isinstance(record, ProvGeneration):
-        return "WasGeneratedBy"
-    if isinstance(record, ProvAssociation):
-        return "WasAssociatedWith"
-    if isinstance(record, ProvDerivation):
-        return "WasDerivedFrom"
-    if isinstance(record, ProvInfluence):
+    if record.kind == "wasInfluencedBy":
         kind = _typed(record)
         return {"wasConfiguredBy": "WasConfiguredBy", "isDescribedBy": "IsDescribedBy"}.get(kind)
-    return None
+    return TABLE_OF.get(record.kind)
 
 
 def _tag(name: str) -> str:
     return f"{{{VOTABLE_NS}}}{name}"
 
 
-def to_votable(doc: ProvDocument) -> bytes:
-    rows: dict[str, list[ProvRecord]] = {name: [] for name, _, _ in TABLES}
-    for record in doc.get_records():
+def to_votable(doc: Document) -> bytes:
+    rows: dict[str, list[Record]] = {name: [] for name, _, _ in TABLES}
+    for record in doc.records:
         kind = _table_of(record)
         if kind is not None:
             rows[kind].append(record)
