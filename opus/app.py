@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None) -> bottle.Bottle:
     uws_routes.install(app, services.jobs, services.settings)
     provsap_routes.install(app, ProvenanceService(services.db), services.jobs)
     _install_service_routes(app, services)
+    gc.freeze()  # what exists now lives as long as the process: keep it out of GC scans
     return app
 
 

@@ -3,7 +3,9 @@ the provenance library."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import gc
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import cast
 
@@ -93,12 +95,12 @@ class ProvenanceService:
         if not request.ids:
             raise ParameterError("ID", "missing: give the id of an entity, activity or job")
         starts = self._resolve(request.ids)
-        with self.db.read() as conn:
+        with gc_paused(), self.db.read() as conn:
             chosen = query.select_records(
                 conn, starts, request.depth, request.direction, request.agents
             )
             doc = document.build(conn, chosen, NAMESPACES, request.model)
-        return _serialize(doc, request.response_format)
+            return _serialize(doc, request.response_format)
 
     def job_document(self, job_id: str, request: Request) -> tuple[bytes, str]:
         """A job's activity with what it used, generated and who ran it (one hop each way)."""
@@ -111,6 +113,20 @@ class ProvenanceService:
             chosen.entities |= after.entities
             doc = document.build(conn, chosen, NAMESPACES, request.model)
         return _serialize(doc, request.response_format)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a large document is built: its many new
+    objects would trigger full collections that cost a third of the time; reference
+    counting still frees everything, and the collector runs again afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _serialize(doc: document.Document, response_format: str) -> tuple[bytes, str]:

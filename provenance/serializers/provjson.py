@@ -8,9 +8,10 @@ equal document (the tests compare).
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from provenance.document import Document, QName
 
@@ -53,4 +54,5 @@ def to_json(doc: Document) -> bytes:
             blank += 1
             identifier = f"_:id{blank}"
         out.setdefault(record.kind, {})[identifier] = body
-    return json.dumps(out, separators=(",", ":")).encode()
+    written: bytes = orjson.dumps(out)
+    return written
