@@ -15,11 +15,11 @@ import platform
 import socket
 import subprocess
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete
+from sqlalchemy import Connection, Dialect, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from provenance import store
@@ -87,24 +87,49 @@ def context(worker: str, code_folder: str | None = None) -> dict[str, str]:
     return found
 
 
-def _insert_new(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert rows, leaving those whose key is already there (entities, agents, descriptions
-    are shared between activities)."""
+@functools.cache
+def _insert_sql(dialect: Dialect, table: Table, keep_existing: bool) -> tuple[str, list[str], bool]:
+    """An INSERT of every column compiled once for the dialect: its SQL, its column order,
+    and whether the driver takes positional parameters."""
+    statement: Any = table.insert()
+    if keep_existing and dialect.name == "sqlite":
+        statement = sqlite.insert(table).on_conflict_do_nothing()
+    elif keep_existing and dialect.name == "postgresql":
+        statement = postgresql.insert(table).on_conflict_do_nothing()
+    columns = [c.name for c in table.columns]
+    compiled = statement.values({name: None for name in columns}).compile(dialect=dialect)
+    positions = list(compiled.positiontup or [])
+    return str(compiled), positions or columns, bool(positions)
+
+
+def _sqlite_value(value: Any) -> Any:
+    # SQLAlchemy's SQLite DateTime storage format, so that its readers parse it back
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(value, datetime) else value
+
+
+def _insert(
+    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keep_existing: bool = False
+) -> None:
+    """Insert rows through the driver, skipping SQLAlchemy's per-statement work (recording
+    is on every job's path). keep_existing: leave rows whose key is already there
+    (entities, agents, descriptions and contexts are shared between activities)."""
     if not rows:
         return
-    dialect = conn.dialect.name
-    if dialect == "sqlite":
-        conn.execute(sqlite.insert(table).on_conflict_do_nothing(), list(rows))
-    elif dialect == "postgresql":
-        conn.execute(postgresql.insert(table).on_conflict_do_nothing(), list(rows))
-    else:
+    dialect = conn.dialect
+    if keep_existing and dialect.name not in ("sqlite", "postgresql"):
         keys = [c.name for c in table.primary_key.columns]
         for row in rows:
-            found = conn.execute(
-                table.select().where(*(table.c[k] == row[k] for k in keys))
-            ).first()
-            if found is None:
+            where = [table.c[k] == row[k] for k in keys]
+            if conn.execute(table.select().where(*where)).first() is None:
                 conn.execute(table.insert(), [row])
+        return
+    sql, names, positional = _insert_sql(dialect, table, keep_existing)
+    convert = _sqlite_value if dialect.name == "sqlite" else (lambda value: value)
+    if positional:
+        params: Any = [tuple(convert(row.get(n)) for n in names) for row in rows]
+    else:
+        params = [{n: convert(row.get(n)) for n in names} for row in rows]
+    conn.exec_driver_sql(sql, params)
 
 
 def _unique(rows: Iterable[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
@@ -121,25 +146,23 @@ def context_qname(activity: Activity) -> str:
 
 
 def record(conn: Connection, activity: Activity) -> None:
-    """Write (or rewrite) an activity's provenance in the caller's transaction."""
-    for table in (store.used, store.associations, store.parameters):
-        conn.execute(delete(table).where(table.c.activity_id == activity.id))
-    conn.execute(delete(store.derivations).where(store.derivations.c.activity_id == activity.id))
-    conn.execute(delete(store.activities).where(store.activities.c.id == activity.id))
-
-    _insert_new(conn, store.activity_descriptions, [asdict(activity.description)])
+    """Write an activity's provenance in the caller's transaction (once per activity)."""
+    _insert(conn, store.activity_descriptions, [vars(activity.description)], keep_existing=True)
     context_id = context_qname(activity) if activity.context else None
     if context_id is not None:
-        _insert_new(
+        _insert(
             conn,
             store.contexts,
             [dict(context_id=context_id, key=k, value=v) for k, v in activity.context.items()],
+            keep_existing=True,
         )
-    entities = [asdict(e) for e, _ in activity.used + activity.generated]
-    _insert_new(conn, store.entities, _unique(entities, ["id"]))
-    _insert_new(conn, store.agents, _unique([asdict(a) for a, _ in activity.agents], ["id"]))
-    conn.execute(
-        store.activities.insert(),
+    entities = [vars(e) for e, _ in activity.used + activity.generated]
+    _insert(conn, store.entities, _unique(entities, ["id"]), keep_existing=True)
+    agents = _unique([vars(a) for a, _ in activity.agents], ["id"])
+    _insert(conn, store.agents, agents, keep_existing=True)
+    _insert(
+        conn,
+        store.activities,
         [
             dict(
                 id=activity.id,
@@ -161,12 +184,12 @@ def record(conn: Connection, activity: Activity) -> None:
         ["entity_id", "role"],
     )
     if used_rows:
-        conn.execute(store.used.insert(), used_rows)
+        _insert(conn, store.used, used_rows)
     generated_rows = [
         dict(entity_id=e.id, activity_id=activity.id, role=role, time=e.generated_at)
         for e, role in activity.generated
     ]
-    _insert_new(conn, store.generations, generated_rows)
+    _insert(conn, store.generations, generated_rows, keep_existing=True)
     derivations = _unique(
         [
             dict(generated_id=g.id, used_id=u.id, activity_id=activity.id)
@@ -175,17 +198,18 @@ def record(conn: Connection, activity: Activity) -> None:
         ],
         ["generated_id", "used_id"],
     )
-    _insert_new(conn, store.derivations, derivations)
+    _insert(conn, store.derivations, derivations, keep_existing=True)
     associations = _unique(
         [dict(activity_id=activity.id, agent_id=a.id, role=role) for a, role in activity.agents],
         ["agent_id", "role"],
     )
     if associations:
-        conn.execute(store.associations.insert(), associations)
+        _insert(conn, store.associations, associations)
     if activity.parameters:
-        conn.execute(
-            store.parameters.insert(),
+        _insert(
+            conn,
+            store.parameters,
             _unique(
-                [dict(asdict(p), activity_id=activity.id) for p in activity.parameters], ["name"]
+                [dict(vars(p), activity_id=activity.id) for p in activity.parameters], ["name"]
             ),
         )
