@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -93,7 +94,8 @@ def bench_provsap(server: Server, entity: str, n: int, length: int) -> dict[str,
 
 
 def bench_record(server: Server, n: int) -> dict[str, Any]:
-    """Recording one hello job, in-process, on a copy of the server's database."""
+    """Recording one hello job (a new activity each time, as the runner records each job
+    once), in-process, on a copy of the server's database."""
     sys.path.insert(0, str(ROOT))
     from opus.config import Settings
     from opus.execution.recording import job_activity
@@ -116,11 +118,19 @@ def bench_record(server: Server, n: int) -> dict[str, Any]:
         results = [r.__dict__ for r in store.get_results(conn, job_id)]
     assert job is not None
     times = []
-    for _ in range(n):
+    for number in range(n):
         start = time.perf_counter()
         with db.write() as conn:
             activity = job_activity(
-                job, jobdef, parameters, [], results, "COMPLETED", utcnow(), None, "bench:1"
+                replace(job, id=f"bench{number:012d}"),
+                jobdef,
+                parameters,
+                [],
+                results,
+                "COMPLETED",
+                utcnow(),
+                None,
+                "bench:1",
             )
             record(conn, activity)
         times.append((time.perf_counter() - start) * 1000)
