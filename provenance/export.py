@@ -69,8 +69,7 @@ def export(
         for kind, identifier in items:
             with read() as conn:
                 if kind == "activity":
-                    chosen = query.select_records(conn, [identifier], 1, "BACK")
-                    chosen.entities |= query.select_records(conn, [identifier], 1, "FORTH").entities
+                    chosen = query.activity_records(conn, identifier)
                 else:
                     chosen = query.select_records(conn, [identifier], None, "BACK")
                 doc = document.build(conn, chosen, namespaces, model)

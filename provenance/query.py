@@ -110,6 +110,13 @@ def _present(conn: Connection, table: Any, ids: list[str]) -> set[str]:
     return {r[0] for r in conn.execute(select(table.c.id).where(table.c.id.in_(ids)))}
 
 
+def activity_records(conn: Connection, activity_id: str, with_agents: bool = True) -> Selection:
+    """An activity with what it used, what it generated and its agents (one hop each way)."""
+    chosen = select_records(conn, [activity_id], 1, "BACK", with_agents)
+    chosen.entities |= select_records(conn, [activity_id], 1, "FORTH", with_agents).entities
+    return chosen
+
+
 def known_ids(conn: Connection, ids: Iterable[str]) -> set[str]:
     """Which of `ids` name a recorded activity, entity or agent."""
     wanted = list(set(ids))

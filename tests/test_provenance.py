@@ -280,29 +280,22 @@ def test_provsap_vosi(server: Server) -> None:
     assert "ivo://ivoa.net/std/ProvSAP" in capabilities
 
 
-def test_prov_export_writes_files_and_an_index(
-    server: Server, chain: Chain, tmp_path: Path
-) -> None:
-    env = dict(server.env)
-    out = tmp_path / "all"
+def run_export(server: Server, *args: str) -> None:
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "opus.cli",
-            "prov",
-            "export",
-            "--out",
-            str(out),
-            "--format",
-            "PROV-N",
-        ],
-        env=env,
+        [sys.executable, "-m", "opus.cli", "prov", "export", *args],
+        env=dict(server.env),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_prov_export_writes_files_and_an_index(
+    server: Server, chain: Chain, tmp_path: Path
+) -> None:
+    out = tmp_path / "all"
+    run_export(server, "--out", str(out), "--format", "PROV-N")
     with (out / "index.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     exported = {row["id"] for row in rows}
@@ -313,26 +306,9 @@ def test_prov_export_writes_files_and_an_index(
         prov.model.ProvDocument.deserialize(content=body.decode(), format="provn")
 
     one = tmp_path / "one"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "opus.cli",
-            "prov",
-            "export",
-            "--out",
-            str(one),
-            "--entity",
-            chain.outputs[2],
-            "--job",
-            job_id(chain.jobs[0]),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    run_export(
+        server, "--out", str(one), "--entity", chain.outputs[2], "--job", job_id(chain.jobs[0])
     )
-    assert done.returncode == 0, done.stderr
     files = sorted(p.name for p in one.iterdir())
     assert files == sorted(
         [
@@ -343,3 +319,9 @@ def test_prov_export_writes_files_and_an_index(
     )
     lineage = json.loads((one / (chain.outputs[2].replace(":", "_") + ".json")).read_text())
     assert activities(lineage) == {f"opus:job_{job_id(u)}" for u in chain.jobs}
+
+
+def test_prov_export_since(server: Server, chain: Chain, tmp_path: Path) -> None:
+    out = tmp_path / "since"
+    run_export(server, "--out", str(out), "--since", "2999-01-01T00:00:00Z")
+    assert (out / "index.csv").read_text().strip() == "kind,id,file,bytes,sha256"

@@ -108,9 +108,7 @@ class ProvenanceService:
         with self.db.read() as conn:
             if not query.known_ids(conn, [start]):
                 raise NotFound(f"job {job_id} has no provenance yet (it has not run)")
-            chosen = query.select_records(conn, [start], 1, "BACK", request.agents)
-            after = query.select_records(conn, [start], 1, "FORTH", request.agents)
-            chosen.entities |= after.entities
+            chosen = query.activity_records(conn, start, request.agents)
             doc = document.build(conn, chosen, NAMESPACES, request.model)
         return _serialize(doc, request.response_format)
 
