@@ -8,6 +8,7 @@ and restart a server start their own with `start_server`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -15,17 +16,48 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
+import sqlalchemy
 from lxml import etree
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_JOBDEFS = ROOT / "tests" / "jobdefs"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# OPUS_TEST_DATABASE=postgresql://... runs every server of the suite on PostgreSQL: each
+# data dir gets a database of its own on that server (created, and dropped at the end).
+TEST_DATABASE = os.environ.get("OPUS_TEST_DATABASE", "")
+_created_databases: set[str] = set()
+
+
+def database_url(data_dir: Path) -> str:
+    """The database of the server that keeps its files in data_dir."""
+    if not TEST_DATABASE:
+        return f"sqlite:///{data_dir / 'opus.sqlite'}"
+    name = "opus_" + hashlib.sha1(str(data_dir).encode()).hexdigest()[:16]
+    admin = sqlalchemy.make_url(TEST_DATABASE)
+    if name not in _created_databases:
+        engine = sqlalchemy.create_engine(admin, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        engine.dispose()
+        _created_databases.add(name)
+    return admin.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_test_databases() -> None:
+    if not _created_databases:
+        return
+    engine = sqlalchemy.create_engine(TEST_DATABASE, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        for name in _created_databases:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    engine.dispose()
 
 
 def shared_dir() -> Path | None:
@@ -57,6 +89,22 @@ class Server:
     process: subprocess.Popen[bytes]
     log: Path
     session: requests.Session = field(default_factory=requests.Session)
+
+    @property
+    def db_url(self) -> str:
+        return self.env["OPUS_DATABASE_URL"]
+
+    def sql(
+        self, statement: str, params: Sequence[dict[str, object]] | dict[str, object] = ()
+    ) -> int:
+        """Run SQL on the server's database (what no request can do); rows changed."""
+        engine = sqlalchemy.create_engine(self.db_url)
+        try:
+            with engine.begin() as conn:
+                result = conn.execute(sqlalchemy.text(statement), params or None)
+                return int(result.rowcount)
+        finally:
+            engine.dispose()
 
     def rest(self, jobdef: str) -> str:
         return f"{self.url}/rest/{jobdef}"
@@ -126,6 +174,7 @@ def launch(
         "OPUS_DATA_DIR": str(data_dir),
         "OPUS_JOBDEF_PATH": str(TEST_JOBDEFS),
         "OPUS_EXECUTOR_PROCESSES": "4",
+        "OPUS_DATABASE_URL": database_url(data_dir),
     }
     env |= extra_env or {}
     port = port or free_port()
@@ -151,6 +200,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running = launch(tmp_path_factory.mktemp("opus-session"))
     yield running
     running.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    drop_test_databases()
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ PROBES = [
     ("POST", "/rest/opus_echo", {"ratio": "1e400", "text": "a"}, 400),
     ("POST", "/rest/opus_echo", {"count": "9" * 5000, "text": "a"}, 400),
     ("POST", "/rest/hello", {"name": "a\x00b"}, 400),
+    ("POST", "/rest/hello", {"RUNID": "r" * 300}, 400),
     ("PUT", "{job}/parameters/name", "x", 403),
     ("DELETE", "/rest/hello", None, 405),
     ("PATCH", "{job}", None, 405),

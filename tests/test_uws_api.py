@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -214,10 +213,7 @@ def test_archived_jobs_are_not_listed_by_default(server: Server) -> None:
     url = server.create("hello", run=False)
     job_id = job_id_of(url)
     # No UWS request archives a job here (the destruction sweep may): set the phase in the store.
-    with sqlite3.connect(server.data_dir / "opus.sqlite", timeout=10) as conn:
-        changed = conn.execute(
-            "UPDATE jobs SET phase = 'ARCHIVED' WHERE id = ?", (job_id,)
-        ).rowcount
+    changed = server.sql("UPDATE jobs SET phase = 'ARCHIVED' WHERE id = :id", {"id": job_id})
     assert changed == 1
     assert server.phase(url) == "ARCHIVED"
     assert job_id not in listed_ids(server, "hello")
@@ -785,11 +781,14 @@ def test_a_very_long_list_redirects_to_last(start_server: Callable[..., Server])
     """UWS 1.1: a server may answer 303 to the list with a LAST filter when it is too long."""
     own = start_server()
     template = own.create("hello", run=False)
-    with sqlite3.connect(own.data_dir / "opus.sqlite", timeout=10) as conn:
-        columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
-        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id_of(template),)).fetchone()
-        copies = [(f"{i:016x}", *row[1:]) for i in range(10_000)]
-        conn.executemany(f"INSERT INTO jobs VALUES ({', '.join('?' * len(columns))})", copies)
+    columns = (
+        "jobdef, run_id, owner, phase, creation_time, start_time, end_time, "
+        "execution_duration, destruction, quote, error_message, error_type, worker"
+    )
+    own.sql(
+        f"INSERT INTO jobs (id, {columns}) SELECT :copy, {columns} FROM jobs WHERE id = :id",
+        [{"copy": f"{i:016x}", "id": job_id_of(template)} for i in range(10_000)],
+    )
     response = own.session.get(
         own.rest("hello"), params={"PHASE": "PENDING"}, allow_redirects=False
     )
@@ -798,3 +797,11 @@ def test_a_very_long_list_redirects_to_last(start_server: Callable[..., Server])
     followed = own.session.get(response.headers["Location"])
     assert followed.status_code == 200
     assert followed.content.count(b"<uws:jobref ") == 10_000
+
+
+def test_a_very_long_upload_file_name_is_shortened(server: Server) -> None:
+    name = "n" * 300 + ".txt"
+    url = server.create("opus_append", files={"input": (name, b"long\n")}, text="x")
+    doc = server.wait_final(url)
+    assert doc.findtext(f"{{{UWS_NS}}}phase") == "COMPLETED"
+    assert server.session.get(f"{url}/results/output").text == "long\nx\n"

@@ -114,7 +114,7 @@ def job_activity(
     code = str(Path(jobdef.source).parent) if jobdef.source else None
     return Activity(
         id=job_qname(job.id),
-        name=jobdef.name + (f" ({job.run_id})" if job.run_id else ""),
+        name=(jobdef.name + (f" ({job.run_id})" if job.run_id else ""))[:256],
         description=description,
         start_time=job.start_time,
         end_time=end_time,

@@ -13,7 +13,8 @@ UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 def safe_file_name(name: str) -> str:
     """A client's file name made harmless for paths and headers ('' if nothing is left)."""
-    return UNSAFE.sub("_", name.replace("\\", "/").rsplit("/", 1)[-1]).lstrip(".")
+    safe = UNSAFE.sub("_", name.replace("\\", "/").rsplit("/", 1)[-1]).lstrip(".")
+    return safe[-200:]  # the end keeps the extension
 
 
 class TooLarge(Exception):

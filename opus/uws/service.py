@@ -198,6 +198,8 @@ class JobService:
             now = utcnow()
             control = changes.control
             run = self._run_requested(control)
+            if len(control.get("RUNID", "")) > 256:
+                raise ParameterError("RUNID", "longer than 256 characters")
             job = dict(
                 id=job_id,
                 jobdef=jobdef.name,
