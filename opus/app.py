@@ -16,7 +16,7 @@ from opus import vosi
 from opus.config import Settings
 from opus.errors import OpusError
 from opus.execution.dispatch import Dispatcher, make_dispatcher
-from opus.execution.notify import SocketNotifier
+from opus.execution.notify import Notifier, SocketNotifier
 from opus.jobdefs.registry import Registry, load_registry
 from opus.provsap import routes as provsap_routes
 from opus.provsap.service import ProvenanceService
@@ -41,8 +41,12 @@ def build_services(settings: Settings) -> Services:
     db = Database(settings.db_url)
     db.create_schema()
     registry = load_registry(settings.jobdef_dirs)
-    dispatcher = make_dispatcher(settings)
-    notifier = SocketNotifier(settings.run_dir)
+    dispatcher = make_dispatcher(settings, db)
+    notifier: Notifier = SocketNotifier(settings.run_dir)
+    if settings.broker_url:
+        from opus.execution.redis_notify import RedisNotifier  # the [celery] extra
+
+        notifier = RedisNotifier(settings.broker_url)
     jobs = JobService(settings, db, registry, dispatcher, notifier)
     return Services(settings, db, registry, dispatcher, jobs)
 

@@ -25,14 +25,10 @@ def serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     from opus.config import Settings
-    from opus.execution.dispatch import BROKER_NOT_YET
     from opus.jobdefs.registry import load_registry
     from opus.store.db import Database
 
     settings = Settings()
-    if settings.broker_url:
-        print(f"opus: {BROKER_NOT_YET}", file=sys.stderr)
-        return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     Database(settings.db_url).create_schema()
     registry = load_registry(settings.jobdef_dirs)
@@ -41,7 +37,11 @@ def serve(args: argparse.Namespace) -> int:
     print(f"opus: serving {', '.join(registry.names()) or 'no job definitions'}", file=sys.stderr)
 
     master = os.getpid()
-    executor = subprocess.Popen([sys.executable, "-m", "opus.execution.executor"])
+    executor = None
+    if settings.broker_url:
+        print("opus: jobs go to Celery workers (opus worker) through the broker", file=sys.stderr)
+    else:
+        executor = subprocess.Popen([sys.executable, "-m", "opus.execution.executor"])
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -63,12 +63,58 @@ def serve(args: argparse.Namespace) -> int:
         Application().run()
     finally:
         # gunicorn's workers leave this function too (they are forks of the master)
-        if os.getpid() == master:
+        if executor is not None and os.getpid() == master:
             executor.terminate()
             try:
                 executor.wait(30)
             except subprocess.TimeoutExpired:
                 executor.kill()
+    return 0
+
+
+def _celery_app() -> Any:
+    from opus.config import Settings
+    from opus.execution.celery_app import make_celery
+    from opus.store.db import Database
+
+    settings = Settings()
+    if not settings.broker_url:
+        print("opus: set OPUS_BROKER_URL (redis://...) to run Celery workers", file=sys.stderr)
+        return None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    Database(settings.db_url).create_schema()
+    return make_celery(settings)
+
+
+def worker(args: argparse.Namespace) -> int:
+    app = _celery_app()
+    if app is None:
+        return 2
+    argv = [
+        "worker",
+        f"--concurrency={args.concurrency}",
+        "--loglevel=INFO",
+        "-Q",
+        "opus",
+        "-n",
+        f"opus-{os.getpid()}@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if args.beat:
+        argv.append("--beat")
+    app.worker_main(argv)
+    return 0
+
+
+def beat(args: argparse.Namespace) -> int:
+    app = _celery_app()
+    if app is None:
+        return 2
+    from opus.config import Settings
+
+    schedule = Settings().data_dir / "celerybeat-schedule"
+    app.start(["beat", "--loglevel=INFO", f"--schedule={schedule}"])
     return 0
 
 
@@ -183,6 +229,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=2, help="web server processes")
     p.set_defaults(func=serve)
+
+    p = commands.add_parser("worker", help="run a Celery worker (OPUS_BROKER_URL set)")
+    p.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--beat", action="store_true", help="also run the periodic sweeps here")
+    p.set_defaults(func=worker)
+
+    p = commands.add_parser("beat", help="run the periodic sweeps for Celery workers")
+    p.set_defaults(func=beat)
 
     p = commands.add_parser("submit", help="create and run a job")
     p.add_argument("jobdef")

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import errno
 import socket
+import time
 from pathlib import Path
 from typing import Protocol
 
 from opus.config import Settings
+from opus.store.db import Database
 
 
 class Dispatcher(Protocol):
@@ -22,11 +24,6 @@ class Dispatcher(Protocol):
 
     def status(self) -> tuple[bool, str]:
         """Whether jobs are being taken now, and a note saying so."""
-
-
-BROKER_NOT_YET = (
-    "OPUS_BROKER_URL is set, but this version has only the embedded executor: unset OPUS_BROKER_URL"
-)
 
 
 def executor_socket(settings: Settings) -> Path:
@@ -59,7 +56,42 @@ class EmbeddedDispatcher:
         return False, "embedded executor not running: queued jobs wait for it"
 
 
-def make_dispatcher(settings: Settings) -> Dispatcher:
+class CeleryDispatcher:
+    """Sends job ids to Celery workers through the broker (Redis)."""
+
+    STATUS_TTL = 1.0  # seconds a broker check is reused (health checks can be frequent)
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        import redis  # the [celery] extra
+
+        from opus.execution.celery_app import make_celery
+
+        self.app = make_celery(settings)
+        self.db = db
+        self.redis = redis.Redis.from_url(
+            settings.broker_url, socket_timeout=1, socket_connect_timeout=1
+        )
+        self._checked = (0.0, (False, ""))
+
+    def submit(self, job_id: str) -> None:
+        from opus.execution.celery_app import dispatch
+
+        dispatch(self.app, self.db, job_id)
+
+    def status(self) -> tuple[bool, str]:
+        checked_at, answer = self._checked
+        if time.monotonic() - checked_at < self.STATUS_TTL:
+            return answer
+        try:
+            self.redis.ping()
+            answer = (True, "Celery broker reachable")
+        except Exception as exc:  # redis.RedisError and OSError: the broker is away
+            answer = (False, f"Celery broker unreachable ({type(exc).__name__}): queued jobs wait")
+        self._checked = (time.monotonic(), answer)
+        return answer
+
+
+def make_dispatcher(settings: Settings, db: Database) -> Dispatcher:
     if settings.broker_url:
-        raise ValueError(BROKER_NOT_YET)
+        return CeleryDispatcher(settings, db)
     return EmbeddedDispatcher(settings)

@@ -41,6 +41,7 @@ from provenance.capture import record
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL = 0.2  # seconds between checks for ABORT while a job runs
+HEARTBEAT_INTERVAL = 5.0  # seconds between "still running" marks (a lost worker stops them)
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 DOWNLOAD_LIMIT = 2**30
 
@@ -81,7 +82,13 @@ def run_job(ctx: RunnerContext, job_id: str) -> str | None:
     """Run one job if it is still QUEUED; the phase it ended in (None if not claimed)."""
     with ctx.db.write() as conn:
         claimed = store.change_phase(
-            conn, job_id, "EXECUTING", ["QUEUED"], start_time=utcnow(), worker=ctx.worker_name
+            conn,
+            job_id,
+            "EXECUTING",
+            ["QUEUED"],
+            start_time=utcnow(),
+            heartbeat=utcnow(),
+            worker=ctx.worker_name,
         )
     if not claimed:
         return None
@@ -390,6 +397,7 @@ def _supervise(
     ctx: RunnerContext, job_id: str, proc: subprocess.Popen[bytes], deadline: float
 ) -> str:
     read_phase = store.phase_reader(ctx.db)
+    next_beat = time.monotonic() + HEARTBEAT_INTERVAL
     pidfd = os.pidfd_open(proc.pid)
     try:
         poller = select.poll()
@@ -404,6 +412,10 @@ def _supervise(
             state = read_phase(job_id)
             if state is None or state[1] != "EXECUTING":
                 return "aborted"
+            if time.monotonic() >= next_beat:
+                with ctx.db.write() as conn:
+                    store.update_job(conn, job_id, heartbeat=utcnow())
+                next_beat = time.monotonic() + HEARTBEAT_INTERVAL
     finally:
         os.close(pidfd)
 

@@ -48,6 +48,8 @@ class JobRecord:
     error_message: str | None
     error_type: str | None
     worker: str | None
+    dispatched_at: datetime | None
+    heartbeat: datetime | None
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,28 @@ def executing_on(conn: Connection, host_prefix: str) -> list[tuple[str, str]]:
         )
     )
     return [(r[0], r[1] or "") for r in rows]
+
+
+def stale_executing(conn: Connection, before: datetime) -> list[tuple[str, str]]:
+    """(job id, worker) of EXECUTING jobs whose runner has not beaten since `before`."""
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.worker).where(
+            jobs.c.phase == "EXECUTING",
+            or_(jobs.c.heartbeat.is_(None), jobs.c.heartbeat < before),
+        )
+    )
+    return [(r[0], r[1] or "") for r in rows]
+
+
+def undispatched(conn: Connection, limit: int = 1000) -> list[str]:
+    """QUEUED jobs that never reached the broker."""
+    rows = conn.execute(
+        select(jobs.c.id)
+        .where(jobs.c.phase == "QUEUED", jobs.c.dispatched_at.is_(None))
+        .order_by(jobs.c.creation_time)
+        .limit(limit)
+    )
+    return [r[0] for r in rows]
 
 
 def expired_job_ids(conn: Connection, now: datetime, limit: int = 500) -> list[str]:

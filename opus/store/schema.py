@@ -33,6 +33,8 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     error_type: Mapped[str | None] = mapped_column(String(16))
     worker: Mapped[str | None] = mapped_column(String(256))
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime)  # reached the broker
+    heartbeat: Mapped[datetime | None] = mapped_column(DateTime)  # its runner was alive then
 
     __table_args__ = (
         Index("ix_jobs_list", "jobdef", "creation_time"),

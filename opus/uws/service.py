@@ -217,6 +217,8 @@ class JobService:
                 error_message=None,
                 error_type=None,
                 worker=None,
+                dispatched_at=None,
+                heartbeat=None,
             )
             self._apply_defaults(jobdef, changes, base_url)
             if run:

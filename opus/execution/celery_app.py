@@ -1,0 +1,148 @@
+"""Jobs on Celery workers (Redis broker): the same runner as the embedded executor.
+
+`opus worker` runs `app` below; each worker process runs jobs through
+runner.run_job, which claims the job (so a job dispatched twice runs once),
+enforces its execution duration and ABORT, records its provenance and marks
+it alive every few seconds. The periodic `opus.sweep` task (beat) dispatches
+QUEUED jobs that never reached the broker, or whose messages a restarted
+Redis lost; ends in ERROR the EXECUTING jobs whose worker stopped beating;
+and destroys jobs past their destruction time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import timedelta
+from typing import Any
+
+import redis
+from celery import Celery
+
+from opus.config import Settings
+from opus.execution import runner
+from opus.execution.redis_notify import RedisNotifier
+from opus.jobdefs.registry import load_registry
+from opus.store import jobs as store
+from opus.store.db import Database
+from opus.timeutil import utcnow
+from opus.uws.destruction import destroy_expired
+
+log = logging.getLogger(__name__)
+
+RUN_TASK = "opus.run_job"
+SWEEP_TASK = "opus.sweep"
+QUEUE = "opus"
+SWEEP_PERIOD = 2.0  # seconds
+LOST_AFTER = 3 * runner.HEARTBEAT_INTERVAL  # a runner silent this long is gone
+EPOCH_KEY = "opus:broker-epoch"  # absent after a Redis restart that lost its data
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("opus", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_ignore_result=True,
+        task_default_queue=QUEUE,
+        worker_prefetch_multiplier=1,  # a long job does not hold jobs others could run
+        task_acks_late=False,
+        task_time_limit=settings.max_execution_duration + 60,  # the runner stops jobs first
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"socket_timeout": 2, "socket_connect_timeout": 2},
+        beat_schedule={"opus-sweep": {"task": SWEEP_TASK, "schedule": SWEEP_PERIOD}},
+        worker_hijack_root_logger=False,
+    )
+    context: dict[int, runner.RunnerContext] = {}
+
+    def runner_context() -> runner.RunnerContext:
+        """One per worker process, made in that process (after Celery's fork)."""
+        pid = os.getpid()
+        if pid not in context:
+            context.clear()
+            context[pid] = runner.RunnerContext(
+                settings=settings,
+                db=Database(settings.db_url),
+                registry=load_registry(settings.jobdef_dirs),
+                notifier=RedisNotifier(settings.broker_url),
+                worker_name=f"{socket.gethostname()}:{pid}",
+            )
+        return context[pid]
+
+    @app.task(name=RUN_TASK)  # type: ignore[untyped-decorator]
+    def run_job(job_id: str) -> None:
+        runner.run_job(runner_context(), job_id)
+
+    @app.task(name=SWEEP_TASK)  # type: ignore[untyped-decorator]
+    def sweep() -> None:
+        Sweeper(settings, runner_context(), app).run()
+
+    return app
+
+
+class Sweeper:
+    def __init__(self, settings: Settings, context: runner.RunnerContext, app: Celery) -> None:
+        self.settings = settings
+        self.context = context
+        self.app = app
+        self.redis = redis.Redis.from_url(settings.broker_url, socket_timeout=2)
+
+    def run(self) -> None:
+        self.redispatch()
+        self.end_lost_jobs()
+        if self.redis.set(
+            "opus:destruction-sweep", "1", nx=True, ex=max(1, int(self.settings.sweep_interval))
+        ):
+            destroy_expired(self.settings, self.context.db, self.context.notifier)
+
+    def redispatch(self) -> None:
+        db = self.context.db
+        if self.redis.set(EPOCH_KEY, utcnow().isoformat(), nx=True):
+            # Redis came back empty: the messages of QUEUED jobs may be gone with it.
+            with db.read() as conn:
+                queued = store.job_ids_in_phase(conn, "QUEUED")
+            if queued:
+                log.warning("broker restarted empty: dispatching %d QUEUED jobs again", len(queued))
+        else:
+            with db.read() as conn:
+                queued = store.undispatched(conn)
+        for job_id in queued:
+            dispatch(self.app, db, job_id)
+
+    def end_lost_jobs(self) -> None:
+        db = self.context.db
+        with db.read() as conn:
+            lost = store.stale_executing(conn, utcnow() - timedelta(seconds=LOST_AFTER))
+        for job_id, worker in lost:
+            with db.write() as conn:
+                moved = store.change_phase(
+                    conn,
+                    job_id,
+                    "ERROR",
+                    ["EXECUTING"],
+                    end_time=utcnow(),
+                    error_type="transient",
+                    error_message=f"worker lost: {worker or 'its worker'} stopped answering",
+                )
+            if moved:
+                log.warning("job %s: worker %s lost", job_id, worker)
+                self.context.notifier.publish(job_id)
+
+
+def dispatch(app: Celery, db: Database, job_id: str) -> bool:
+    """Send a job to the workers; record that it reached the broker. False if it did not."""
+    try:
+        app.send_task(RUN_TASK, args=[job_id], queue=QUEUE, retry=False)
+    except Exception as exc:  # kombu and redis raise many kinds when the broker is away
+        log.warning("job %s stays QUEUED: broker unreachable (%s)", job_id, exc)
+        return False
+    with db.write() as conn:
+        store.update_job(conn, job_id, dispatched_at=utcnow())
+    return True
+
+
+def _app_from_environment() -> Any:
+    settings = Settings()
+    return make_celery(settings) if settings.broker_url else None
+
+
+app = _app_from_environment()
