@@ -19,18 +19,16 @@ DEFAULT_SERVER = os.environ.get("OPUS_SERVER", "http://127.0.0.1:8080")
 
 
 def serve(args: argparse.Namespace) -> int:
-    # Nothing here may import bottle: its request and response objects are thread-locals
-    # made at import time, and they must be made after gunicorn's gevent worker has
-    # patched threading, in the worker, or concurrent requests share one response.
+    # Nothing here may import bottle or a database driver: bottle's request and response
+    # are thread-locals made at import time, and psycopg picks how to wait on its socket
+    # at import time; both must happen in the workers, after gevent's patching.
     from gunicorn.app.base import BaseApplication
 
     from opus.config import Settings
     from opus.jobdefs.registry import load_registry
-    from opus.store.db import Database
 
     settings = Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    Database(settings.db_url).create_schema()
+    subprocess.run([sys.executable, "-m", "opus.store"], check=True)
     registry = load_registry(settings.jobdef_dirs)
     for problem in registry.problems:
         print(f"opus: job definition not served: {problem}", file=sys.stderr)
@@ -101,6 +99,8 @@ def worker(args: argparse.Namespace) -> int:
         "--without-gossip",
         "--without-mingle",
     ]
+    if args.concurrency == 1:
+        argv.append("--pool=solo")  # the job runs in this process: no pool to feed
     if args.beat:
         argv.append("--beat")
     app.worker_main(argv)
