@@ -6,6 +6,7 @@ provenance is committed with the activity's outcome or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -107,29 +108,39 @@ def _sqlite_value(value: Any) -> Any:
     return value.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(value, datetime) else value
 
 
-def _insert(
-    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keep_existing: bool = False
-) -> None:
-    """Insert rows through the driver, skipping SQLAlchemy's per-statement work (recording
-    is on every job's path). keep_existing: leave rows whose key is already there
+Write = tuple[Table, Sequence[dict[str, Any]], bool]  # table, rows, keep existing rows
+
+
+def _write_all(conn: Connection, writes: Sequence[Write]) -> None:
+    """Insert the rows of every write, through the driver, in one batch: on PostgreSQL one
+    pipeline (a single round trip), skipping SQLAlchemy's per-statement work (recording is
+    on every job's path). Keep-existing writes leave rows whose key is already there
     (entities, agents, descriptions and contexts are shared between activities)."""
-    if not rows:
-        return
     dialect = conn.dialect
-    if keep_existing and dialect.name not in ("sqlite", "postgresql"):
-        keys = [c.name for c in table.primary_key.columns]
-        for row in rows:
-            where = [table.c[k] == row[k] for k in keys]
-            if conn.execute(table.select().where(*where)).first() is None:
-                conn.execute(table.insert(), [row])
+    if dialect.name not in ("sqlite", "postgresql"):
+        for table, rows, keep_existing in writes:
+            keys = [c.name for c in table.primary_key.columns]
+            for row in rows:
+                where = [table.c[k] == row[k] for k in keys]
+                if not keep_existing or conn.execute(table.select().where(*where)).first() is None:
+                    conn.execute(table.insert(), [row])
         return
-    sql, names, positional = _insert_sql(dialect, table, keep_existing)
+    driver = conn.connection.driver_connection
+    assert driver is not None
     convert = _sqlite_value if dialect.name == "sqlite" else (lambda value: value)
-    if positional:
-        params: Any = [tuple(convert(row.get(n)) for n in names) for row in rows]
-    else:
-        params = [{n: convert(row.get(n)) for n in names} for row in rows]
-    conn.exec_driver_sql(sql, params)
+    batch: Any = driver.pipeline() if dialect.name == "postgresql" else contextlib.nullcontext()
+    with batch:
+        cursor = driver.cursor()
+        for table, rows, keep_existing in writes:
+            if not rows:
+                continue
+            sql, names, positional = _insert_sql(dialect, table, keep_existing)
+            if positional:
+                params: Any = [tuple(convert(row.get(n)) for n in names) for row in rows]
+            else:
+                params = [{n: convert(row.get(n)) for n in names} for row in rows]
+            cursor.executemany(sql, params)
+        cursor.close()
 
 
 def _unique(rows: Iterable[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
@@ -147,69 +158,48 @@ def context_qname(activity: Activity) -> str:
 
 def record(conn: Connection, activity: Activity) -> None:
     """Write an activity's provenance in the caller's transaction (once per activity)."""
-    _insert(conn, store.activity_descriptions, [vars(activity.description)], keep_existing=True)
     context_id = context_qname(activity) if activity.context else None
-    if context_id is not None:
-        _insert(
-            conn,
-            store.contexts,
-            [dict(context_id=context_id, key=k, value=v) for k, v in activity.context.items()],
-            keep_existing=True,
-        )
+    contexts = [dict(context_id=context_id, key=k, value=v) for k, v in activity.context.items()]
     entities = [vars(e) for e, _ in activity.used + activity.generated]
-    _insert(conn, store.entities, _unique(entities, ["id"]), keep_existing=True)
-    agents = _unique([vars(a) for a, _ in activity.agents], ["id"])
-    _insert(conn, store.agents, agents, keep_existing=True)
-    _insert(
-        conn,
-        store.activities,
-        [
-            dict(
-                id=activity.id,
-                name=activity.name,
-                start_time=activity.start_time,
-                end_time=activity.end_time,
-                status=activity.status,
-                description_id=activity.description.id,
-                context_id=context_id,
-                comment=activity.comment,
-            )
-        ],
+    activity_row = dict(
+        id=activity.id,
+        name=activity.name,
+        start_time=activity.start_time,
+        end_time=activity.end_time,
+        status=activity.status,
+        description_id=activity.description.id,
+        context_id=context_id,
+        comment=activity.comment,
     )
-    used_rows = _unique(
-        [
-            dict(activity_id=activity.id, entity_id=e.id, role=role, time=activity.start_time)
-            for e, role in activity.used
-        ],
-        ["entity_id", "role"],
-    )
-    if used_rows:
-        _insert(conn, store.used, used_rows)
-    generated_rows = [
+    used = [
+        dict(activity_id=activity.id, entity_id=e.id, role=role, time=activity.start_time)
+        for e, role in activity.used
+    ]
+    generated = [
         dict(entity_id=e.id, activity_id=activity.id, role=role, time=e.generated_at)
         for e, role in activity.generated
     ]
-    _insert(conn, store.generations, generated_rows, keep_existing=True)
-    derivations = _unique(
+    derivations = [
+        dict(generated_id=g.id, used_id=u.id, activity_id=activity.id)
+        for g, _ in activity.generated
+        for u, _ in activity.used
+    ]
+    associations = [
+        dict(activity_id=activity.id, agent_id=a.id, role=role) for a, role in activity.agents
+    ]
+    parameters = [dict(vars(p), activity_id=activity.id) for p in activity.parameters]
+    _write_all(
+        conn,
         [
-            dict(generated_id=g.id, used_id=u.id, activity_id=activity.id)
-            for g, _ in activity.generated
-            for u, _ in activity.used
+            (store.activity_descriptions, [vars(activity.description)], True),
+            (store.contexts, contexts, True),
+            (store.entities, _unique(entities, ["id"]), True),
+            (store.agents, _unique([vars(a) for a, _ in activity.agents], ["id"]), True),
+            (store.activities, [activity_row], False),
+            (store.used, _unique(used, ["entity_id", "role"]), False),
+            (store.generations, generated, True),
+            (store.derivations, _unique(derivations, ["generated_id", "used_id"]), True),
+            (store.associations, _unique(associations, ["agent_id", "role"]), False),
+            (store.parameters, _unique(parameters, ["name"]), False),
         ],
-        ["generated_id", "used_id"],
     )
-    _insert(conn, store.derivations, derivations, keep_existing=True)
-    associations = _unique(
-        [dict(activity_id=activity.id, agent_id=a.id, role=role) for a, role in activity.agents],
-        ["agent_id", "role"],
-    )
-    if associations:
-        _insert(conn, store.associations, associations)
-    if activity.parameters:
-        _insert(
-            conn,
-            store.parameters,
-            _unique(
-                [dict(vars(p), activity_id=activity.id) for p in activity.parameters], ["name"]
-            ),
-        )

@@ -96,17 +96,17 @@ class Sweeper:
 
     def redispatch(self) -> None:
         db = self.context.db
+        with db.read() as conn:
+            failed = store.undispatched(conn)
+        queued = failed
         if self.redis.set(EPOCH_KEY, utcnow().isoformat(), nx=True):
             # Redis came back empty: the messages of QUEUED jobs may be gone with it.
             with db.read() as conn:
                 queued = store.job_ids_in_phase(conn, "QUEUED")
             if queued:
                 log.warning("broker restarted empty: dispatching %d QUEUED jobs again", len(queued))
-        else:
-            with db.read() as conn:
-                queued = store.undispatched(conn)
         for job_id in queued:
-            dispatch(self.app, db, job_id)
+            dispatch(self.app, db, job_id, failed_before=job_id in failed)
 
     def end_lost_jobs(self) -> None:
         db = self.context.db
@@ -128,15 +128,20 @@ class Sweeper:
                 self.context.notifier.publish(job_id)
 
 
-def dispatch(app: Celery, db: Database, job_id: str) -> bool:
-    """Send a job to the workers; record that it reached the broker. False if it did not."""
+def dispatch(app: Celery, db: Database, job_id: str, failed_before: bool = False) -> bool:
+    """Send a job to the workers. If the broker cannot be reached the job stays QUEUED,
+    marked for the sweep to send again. False if it was not sent."""
     try:
         app.send_task(RUN_TASK, args=[job_id], queue=QUEUE, retry=False)
     except Exception as exc:  # kombu and redis raise many kinds when the broker is away
         log.warning("job %s stays QUEUED: broker unreachable (%s)", job_id, exc)
+        if not failed_before:
+            with db.write() as conn:
+                store.update_job(conn, job_id, dispatch_failed=True)
         return False
-    with db.write() as conn:
-        store.update_job(conn, job_id, dispatched_at=utcnow())
+    if failed_before:
+        with db.write() as conn:
+            store.update_job(conn, job_id, dispatch_failed=False)
     return True
 
 

@@ -48,7 +48,7 @@ class JobRecord:
     error_message: str | None
     error_type: str | None
     worker: str | None
-    dispatched_at: datetime | None
+    dispatch_failed: bool
     heartbeat: datetime | None
 
 
@@ -281,10 +281,10 @@ def stale_executing(conn: Connection, before: datetime) -> list[tuple[str, str]]
 
 
 def undispatched(conn: Connection, limit: int = 1000) -> list[str]:
-    """QUEUED jobs that never reached the broker."""
+    """QUEUED jobs whose dispatch failed (the broker was unreachable)."""
     rows = conn.execute(
         select(jobs.c.id)
-        .where(jobs.c.phase == "QUEUED", jobs.c.dispatched_at.is_(None))
+        .where(jobs.c.phase == "QUEUED", jobs.c.dispatch_failed)
         .order_by(jobs.c.creation_time)
         .limit(limit)
     )

@@ -33,7 +33,9 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     error_type: Mapped[str | None] = mapped_column(String(16))
     worker: Mapped[str | None] = mapped_column(String(256))
-    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime)  # reached the broker
+    # a dispatch failed (broker unreachable): the sweep sends it again; written only then,
+    # so that the common path costs no extra commit
+    dispatch_failed: Mapped[bool] = mapped_column(Boolean, default=False)
     heartbeat: Mapped[datetime | None] = mapped_column(DateTime)  # its runner was alive then
 
     __table_args__ = (

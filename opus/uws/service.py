@@ -217,7 +217,7 @@ class JobService:
                 error_message=None,
                 error_type=None,
                 worker=None,
-                dispatched_at=None,
+                dispatch_failed=False,
                 heartbeat=None,
             )
             self._apply_defaults(jobdef, changes, base_url)
