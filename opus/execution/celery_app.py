@@ -113,19 +113,8 @@ class Sweeper:
         with db.read() as conn:
             lost = store.stale_executing(conn, utcnow() - timedelta(seconds=LOST_AFTER))
         for job_id, worker in lost:
-            with db.write() as conn:
-                moved = store.change_phase(
-                    conn,
-                    job_id,
-                    "ERROR",
-                    ["EXECUTING"],
-                    end_time=utcnow(),
-                    error_type="transient",
-                    error_message=f"worker lost: {worker or 'its worker'} stopped answering",
-                )
-            if moved:
-                log.warning("job %s: worker %s lost", job_id, worker)
-                self.context.notifier.publish(job_id)
+            reason = f"worker lost: {worker or 'its worker'} stopped answering"
+            runner.end_lost_job(db, self.context.notifier, job_id, reason)
 
 
 def dispatch(app: Celery, db: Database, job_id: str, failed_before: bool = False) -> bool:

@@ -31,7 +31,6 @@ from opus.execution.notify import SocketNotifier
 from opus.jobdefs.registry import load_registry
 from opus.store import jobs as store
 from opus.store.db import Database
-from opus.timeutil import utcnow
 from opus.uws.destruction import destroy_expired
 
 log = logging.getLogger(__name__)
@@ -145,19 +144,8 @@ class Executor:
                 self.spawn_runner()
 
     def fail_if_executing(self, job_id: str, worker: str) -> None:
-        with self.db.write() as conn:
-            moved = store.change_phase(
-                conn,
-                job_id,
-                "ERROR",
-                ["EXECUTING"],
-                end_time=utcnow(),
-                error_type="transient",
-                error_message=f"the process running the job ({worker}) died",
-            )
-        if moved:
-            log.warning("job %s: its runner %s died; the job ended in ERROR", job_id, worker)
-            self.notifier.publish(job_id)
+        reason = f"the process running the job ({worker}) died"
+        runner.end_lost_job(self.db, self.notifier, job_id, reason)
 
     def scan_queued(self) -> None:
         with self.db.read() as conn:

@@ -63,6 +63,24 @@ class JobFailure(Exception):
     """The job ends in ERROR with this message."""
 
 
+def end_lost_job(db: Database, notifier: Notifier, job_id: str, reason: str) -> bool:
+    """End in ERROR a job still EXECUTING whose runner is gone; False if it had ended."""
+    with db.write() as conn:
+        moved = store.change_phase(
+            conn,
+            job_id,
+            "ERROR",
+            ["EXECUTING"],
+            end_time=utcnow(),
+            error_type="transient",
+            error_message=reason,
+        )
+    if moved:
+        log.warning("job %s ended in ERROR: %s", job_id, reason)
+        notifier.publish(job_id)
+    return moved
+
+
 def job_root(settings: Settings, job_id: str) -> Path:
     return settings.jobs_dir / job_id
 
