@@ -91,7 +91,7 @@ def worker(args: argparse.Namespace) -> int:
     argv = [
         "worker",
         f"--concurrency={args.concurrency}",
-        "--loglevel=INFO",
+        "--loglevel=WARNING",
         "-Q",
         "opus",
         "-n",
