@@ -36,9 +36,5 @@ class NotFound(OpusError):
     status = 404
 
 
-class Conflict(OpusError):
-    status = 409
-
-
 class Unavailable(OpusError):
     status = 503

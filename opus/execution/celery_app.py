@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from datetime import timedelta
 from typing import Any
 
@@ -64,7 +63,6 @@ def make_celery(settings: Settings) -> Celery:
                 db=Database(settings.db_url),
                 registry=load_registry(settings.jobdef_dirs),
                 notifier=RedisNotifier(settings.broker_url),
-                worker_name=f"{socket.gethostname()}:{pid}",
             )
         return context[pid]
 

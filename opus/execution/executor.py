@@ -71,7 +71,6 @@ def _runner_main(context: runner.RunnerContext, channel: socket.socket) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
     context.db.engine.dispose(close=False)  # new connections; the parent keeps its own
-    context.worker_name = f"{socket.gethostname()}:{os.getpid()}"
     while True:
         job_id = channel.recv(256).decode()
         if not job_id:

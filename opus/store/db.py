@@ -63,9 +63,6 @@ class Database:
             with conn.begin():
                 yield conn
 
-    def dispose(self) -> None:
-        self.engine.dispose()
-
     def prepare(self, statement: Select[Any]) -> Prepared:
         return Prepared(self.engine, statement)
 

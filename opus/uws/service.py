@@ -7,7 +7,6 @@ Knows nothing of HTTP: routes hand it plain values and turn its errors
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,8 +26,6 @@ from opus.store.db import Database
 from opus.store.files import safe_file_name, write_stream
 from opus.timeutil import parse_datetime, utcnow
 from opus.uws.destruction import destroy_job
-
-log = logging.getLogger(__name__)
 
 PHASES = (
     "PENDING",
@@ -133,7 +130,10 @@ class JobService:
         return values
 
     def result(self, jobdef: str, job_id: str, result_id: str) -> store.EntityRecord:
-        for entity in self.get(jobdef, job_id).results:
+        self.job(jobdef, job_id)
+        with self.db.read() as conn:
+            results = store.get_results(conn, job_id)
+        for entity in results:
             if entity.name == result_id:
                 return entity
         raise NotFound(f"job {job_id} has no result {result_id!r}")
@@ -579,7 +579,4 @@ class JobService:
 
     def delete(self, jobdef_name: str, job_id: str) -> None:
         self.job(jobdef_name, job_id)
-        self._destroy(job_id)
-
-    def _destroy(self, job_id: str) -> None:
         destroy_job(self.settings, self.db, self.notifier, job_id)
