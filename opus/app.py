@@ -11,6 +11,7 @@ from typing import Any
 
 import bottle
 from sqlalchemy import text as sql
+from sqlalchemy.exc import OperationalError
 
 from opus import vosi
 from opus.config import Settings
@@ -39,7 +40,6 @@ class Services:
 def build_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
-    db.create_schema()
     registry = load_registry(settings.jobdef_dirs)
     dispatcher = make_dispatcher(settings, db)
     notifier: Notifier = SocketNotifier(settings.run_dir)
@@ -70,6 +70,11 @@ def _errors_as_text(callback: Callable[..., Any]) -> Callable[..., Any]:
             response = _plain(exc.status, exc.message)
             if exc.status == 401:
                 response.set_header("WWW-Authenticate", 'Bearer realm="opus"')
+            return response
+        except OperationalError as exc:
+            log.error("database unavailable on %s: %s", bottle.request.path, exc.orig)
+            response = _plain(503, "the database is unavailable; try again later")
+            response.set_header("Retry-After", "5")
             return response
         except Exception:
             log.exception("internal error on %s %s", bottle.request.method, bottle.request.path)

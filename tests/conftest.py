@@ -32,14 +32,23 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # data dir gets a database of its own on that server (created, and dropped at the end).
 TEST_DATABASE = os.environ.get("OPUS_TEST_DATABASE", "")
 _created_databases: set[str] = set()
+# The PostgreSQL server of the tests that need one whatever OPUS_TEST_DATABASE says.
+POSTGRES = TEST_DATABASE or os.environ.get(
+    "OPUS_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1/postgres"
+)
 
 
 def database_url(data_dir: Path) -> str:
     """The database of the server that keeps its files in data_dir."""
     if not TEST_DATABASE:
         return f"sqlite:///{data_dir / 'opus.sqlite'}"
+    return postgres_database(TEST_DATABASE, data_dir)
+
+
+def postgres_database(admin_url: str, data_dir: Path) -> str:
+    """A new database for data_dir on the PostgreSQL server of admin_url; its URL."""
     name = "opus_" + hashlib.sha1(str(data_dir).encode()).hexdigest()[:16]
-    admin = sqlalchemy.make_url(TEST_DATABASE)
+    admin = sqlalchemy.make_url(admin_url)
     if name not in _created_databases:
         engine = sqlalchemy.create_engine(admin, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
@@ -53,7 +62,7 @@ def database_url(data_dir: Path) -> str:
 def drop_test_databases() -> None:
     if not _created_databases:
         return
-    engine = sqlalchemy.create_engine(TEST_DATABASE, isolation_level="AUTOCOMMIT")
+    engine = sqlalchemy.create_engine(TEST_DATABASE or POSTGRES, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         for name in _created_databases:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -204,6 +213,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     drop_test_databases()
+
+
+@pytest.fixture
+def postgres_url(tmp_path: Path) -> str:
+    """A fresh PostgreSQL database of the test's own (required in CI)."""
+    try:
+        return postgres_database(POSTGRES, tmp_path)
+    except sqlalchemy.exc.OperationalError as exc:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL at {POSTGRES} is required in CI: {exc}")
+        pytest.skip(f"no PostgreSQL at {POSTGRES}")
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 from celery import Celery
+from sqlalchemy.exc import OperationalError
 
 from opus.config import Settings
 from opus.execution import runner
@@ -66,9 +67,13 @@ def make_celery(settings: Settings) -> Celery:
             )
         return context[pid]
 
-    @app.task(name=RUN_TASK)  # type: ignore[untyped-decorator]
-    def run_job(job_id: str) -> None:
-        runner.run_job(runner_context(), job_id)
+    @app.task(name=RUN_TASK, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
+    def run_job(task: Any, job_id: str) -> None:
+        try:
+            runner.run_job(runner_context(), job_id)
+        except OperationalError as exc:  # not claimed: the job is still QUEUED
+            log.warning("job %s waits: database unavailable: %s", job_id, exc.orig)
+            raise task.retry(countdown=2) from None
 
     @app.task(name=SWEEP_TASK)  # type: ignore[untyped-decorator]
     def sweep() -> None:

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from opus.config import Settings
 from opus.execution import runner
 from opus.execution.dispatch import executor_socket
@@ -78,6 +80,8 @@ def _runner_main(context: runner.RunnerContext, channel: socket.socket) -> None:
         busy = True
         try:
             runner.run_job(context, job_id)
+        except OperationalError as exc:  # not claimed: the job stays QUEUED for the next scan
+            log.warning("job %s waits: database unavailable: %s", job_id, exc.orig)
         finally:
             busy = False
         channel.sendall(b"done")
@@ -251,6 +255,8 @@ class Executor:
     def _periodic(task: Any) -> None:
         try:
             task()
+        except OperationalError as exc:
+            log.warning("executor task %s: database unavailable: %s", task.__name__, exc.orig)
         except Exception:
             log.exception("executor task %s failed", getattr(task, "__name__", task))
 

@@ -26,6 +26,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from opus.config import Settings
 from opus.execution.notify import Notifier
 from opus.execution.recording import job_activity
@@ -44,6 +46,7 @@ CHECK_INTERVAL = 0.2  # seconds between checks for ABORT while a job runs
 HEARTBEAT_INTERVAL = 5.0  # seconds between "still running" marks (a lost worker stops them)
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 DOWNLOAD_LIMIT = 2**30
+FINISH_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)  # seconds: about a minute in all
 
 
 class Shutdown(BaseException):
@@ -89,29 +92,25 @@ def job_root(settings: Settings, job_id: str) -> Path:
 class _Run:
     """What is known of a job while it runs: enough to record its provenance at any point."""
 
-    job_id: str
-    job: store.JobRecord | None = None
+    job: store.JobRecord
+    parameters: list[store.ParameterValue]
+    inputs: list[tuple[str, store.EntityRecord]]
     jobdef: JobDefinition | None = None
-    parameters: list[store.ParameterValue] = field(default_factory=list)
-    inputs: list[tuple[str, store.EntityRecord]] = field(default_factory=list)
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
 
 
 def run_job(ctx: RunnerContext, job_id: str) -> str | None:
     """Run one job if it is still QUEUED; the phase it ended in (None if not claimed)."""
-    with ctx.db.write() as conn:
-        claimed = store.change_phase(
-            conn,
-            job_id,
-            "EXECUTING",
-            ["QUEUED"],
-            start_time=utcnow(),
-            heartbeat=utcnow(),
-            worker=ctx.worker_name,
-        )
-    if not claimed:
-        return None
+    now = utcnow()
+    with ctx.db.write() as conn:  # claim and read in one transaction
+        job = store.claim_job(conn, job_id, start_time=now, heartbeat=now, worker=ctx.worker_name)
+        if job is None:
+            return None
+        run = _Run(job, store.get_parameters(conn, job_id), store.get_inputs(conn, job_id))
     ctx.notifier.publish(job_id)
-    run = _Run(job_id)
     try:
         phase = _execute(ctx, run)
     except JobFailure as exc:
@@ -146,14 +145,37 @@ def _finish(
 ) -> str:
     """End the job in `phase` with its results and its provenance, in one transaction.
 
-    A job aborted meanwhile keeps ABORTED, and gets its provenance up to the abort."""
+    A job aborted meanwhile keeps ABORTED, and gets its provenance up to the abort. While
+    the database is unreachable the runner tries again for a while: the results are on disk.
+    """
+    for delay in FINISH_RETRY_DELAYS:
+        try:
+            return _finish_once(ctx, run, phase, results, **fields)
+        except OperationalError as exc:
+            log.warning(
+                "job %s: database unavailable, ending it again in %s s: %s",
+                run.job_id,
+                delay,
+                exc.orig,
+            )
+            time.sleep(delay)
+    return _finish_once(ctx, run, phase, results, **fields)
+
+
+def _finish_once(
+    ctx: RunnerContext,
+    run: _Run,
+    phase: str,
+    results: list[dict[str, Any]] | None,
+    **fields: Any,
+) -> str:
     now = utcnow()
     with ctx.db.write() as conn:
         moved = store.change_phase(conn, run.job_id, phase, ["EXECUTING"], end_time=now, **fields)
         if moved and results:
             store.insert_entities(conn, results)
         current = phase if moved else (store.get_phase(conn, run.job_id) or ("", "gone"))[1]
-        if run.job is not None and run.jobdef is not None and current in (phase, "ABORTED"):
+        if run.jobdef is not None and current in (phase, "ABORTED"):
             activity = job_activity(
                 run.job,
                 run.jobdef,
@@ -171,17 +193,11 @@ def _finish(
 
 
 def _execute(ctx: RunnerContext, run: _Run) -> str:
-    job_id = run.job_id
-    with ctx.db.read() as conn:
-        job = store.get_job(conn, job_id)
-        parameters = store.get_parameters(conn, job_id)
-        inputs = store.get_inputs(conn, job_id)
-    if job is None:
-        raise JobFailure("the job was deleted before it ran")
+    job, job_id, parameters, inputs = run.job, run.job_id, run.parameters, run.inputs
     jobdef = ctx.registry.get(job.jobdef)
     if jobdef is None:
         raise JobFailure(f"job definition {job.jobdef!r} is not served any more")
-    run.job, run.jobdef, run.parameters, run.inputs = job, jobdef, parameters, inputs
+    run.jobdef = jobdef
 
     root = job_root(ctx.settings, job_id)
     workdir = root / "work"
@@ -427,13 +443,17 @@ def _supervise(
                 return "exited"
             if time.monotonic() >= deadline:
                 return "timeout"
-            state = read_phase(job_id)
-            if state is None or state[1] != "EXECUTING":
-                return "aborted"
-            if time.monotonic() >= next_beat:
-                with ctx.db.write() as conn:
-                    store.update_job(conn, job_id, heartbeat=utcnow())
-                next_beat = time.monotonic() + HEARTBEAT_INTERVAL
+            try:
+                state = read_phase(job_id)
+                if state is None or state[1] != "EXECUTING":
+                    return "aborted"
+                if time.monotonic() >= next_beat:
+                    with ctx.db.write() as conn:
+                        store.update_job(conn, job_id, heartbeat=utcnow())
+                    next_beat = time.monotonic() + HEARTBEAT_INTERVAL
+            except OperationalError as exc:  # the job goes on; ABORT waits for the database
+                log.warning("job %s: database unavailable: %s", job_id, exc.orig)
+                time.sleep(1.0)
     finally:
         os.close(pidfd)
 

@@ -7,11 +7,13 @@ instead of failing when a read transaction tries to upgrade to a write.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, create_engine, event
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from opus.store.schema import Base
 from provenance.store import metadata as provenance_tables
@@ -25,7 +27,9 @@ class Database:
 
     def _create_engine(self, url: str) -> Engine:
         if not self.is_sqlite:
-            return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+            engine = create_engine(url, pool_size=5, max_overflow=10)
+            _ping_when_idle(engine)
+            return engine
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
@@ -67,6 +71,29 @@ class Database:
         return Prepared(self.engine, statement)
 
 
+PING_AFTER_IDLE = 1.0  # seconds
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use if it sat idle: a server restarted meanwhile
+    costs a reconnect, not a failed request. SQLAlchemy's pool_pre_ping checks every
+    checkout, a round trip that is a tenth of a job runner's database time; a connection
+    used a moment ago is alive."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) < PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError() from exc  # the pool connects afresh and tries again
+
+
 class Prepared:
     """A SELECT compiled once and run on a pooled DBAPI connection, for the hottest reads
     (a job's phase): about 20 us a call here against 230 us through a Connection.
@@ -83,7 +110,11 @@ class Prepared:
 
     def first(self, **params: Any) -> tuple[Any, ...] | None:
         args: Any = [params[name] for name in self.positions] if self.positions else params
-        raw = self.engine.raw_connection()
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        try:
+            raw = self.engine.raw_connection()
+        except dbapi_error as exc:  # as SQLAlchemy's own statements raise it
+            raise DBAPIError.instance(self.sql, args, exc, dbapi_error) from exc
         try:
             cursor = raw.cursor()
             try:
@@ -91,6 +122,9 @@ class Prepared:
                 row = cursor.fetchone()
             finally:
                 cursor.close()
+        except dbapi_error as exc:
+            raw.invalidate()  # not back into the pool: the connection may be broken
+            raise DBAPIError.instance(self.sql, args, exc, dbapi_error) from exc
         finally:
             raw.close()  # back to the pool, which rolls back whatever the read began
         return tuple(row) if row is not None else None

@@ -181,6 +181,17 @@ def change_phase(
     return bool(result.rowcount)
 
 
+def claim_job(conn: Connection, job_id: str, **fields: Any) -> JobRecord | None:
+    """Move a QUEUED job to EXECUTING and return it; None if it was not QUEUED (any more)."""
+    row = conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.phase == "QUEUED")
+        .values(phase="EXECUTING", **fields)
+        .returning(*jobs.c)
+    ).first()
+    return _job(row) if row else None
+
+
 def update_job(conn: Connection, job_id: str, **fields: Any) -> None:
     conn.execute(update(jobs).where(jobs.c.id == job_id).values(**fields))
 
