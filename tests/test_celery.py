@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import IN_CI, Server, free_port
-from test_execution import job_id, pid_alive, started_sleeper, wait_for
+from test_execution import (
+    attempts,
+    job_id,
+    pid_alive,
+    started_attempt,
+    started_sleeper,
+    wait_for,
+)
 
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
 SHARED_REDIS = os.environ.get("OPUS_TEST_REDIS", "redis://127.0.0.1:6379/7")
@@ -134,10 +141,13 @@ def test_execution_duration_is_enforced_on_workers(cluster: Callable[..., Cluste
 def test_a_killed_worker_loses_its_job_and_another_serves(
     cluster: Callable[..., Cluster],
 ) -> None:
+    """The job ends in ERROR "worker lost", or runs again when its definition allows it."""
     running = cluster()
-    doomed = running.worker(concurrency=1)
+    doomed = running.worker(concurrency=2)
     running.beat()
     url, pid = started_sleeper(running.server)
+    retried, first = started_sleeper(running.server, seconds="2", jobdef="resilient")
+    pids = [pid, first]
     try:
         os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its pool, mid-job
         running.worker(concurrency=1)
@@ -146,11 +156,17 @@ def test_a_killed_worker_loses_its_job_and_another_serves(
         assert phase_of(doc) == "ERROR"
         assert time.monotonic() - start < 30
         assert "worker lost" in running.server.session.get(f"{url}/error").text
+
+        pids.append(started_attempt(running.server, retried, 2))
+        assert phase_of(running.server.wait_final(retried, timeout=30)) == "COMPLETED"
+        assert attempts(running.server, retried) == 2
+        assert workers_of(running.server, [retried]) != workers_of(running.server, [url])
         after = running.server.create("hello", name="survivor")
         assert phase_of(running.server.wait_final(after, timeout=30)) == "COMPLETED"
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+        for each in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(each, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
+import sqlalchemy
 from conftest import Server
 
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
@@ -39,17 +40,40 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def started_sleeper(server: Server, seconds: str = "30") -> tuple[str, int]:
+def started_sleeper(
+    server: Server, seconds: str = "30", jobdef: str = "sleeper"
+) -> tuple[str, int]:
     """A sleeper job that is EXECUTING, and the pid of its script."""
-    url = server.create("sleeper", seconds=seconds, EXECUTIONDURATION="60")
-    pid_file = server.data_dir / "jobs" / job_id(url) / "work" / "pid.txt"
+    url = server.create(jobdef, seconds=seconds, EXECUTIONDURATION="60")
+    pid = started_attempt(server, url)
+    assert server.phase(url) == "EXECUTING"
+    return url, pid
+
+
+def started_attempt(server: Server, url: str, attempt: int = 1) -> int:
+    """The pid of the script of the job's `attempt`-th run, once it has started."""
+    folder = server.data_dir / "jobs" / job_id(url)
+    pid_file = (folder if attempt == 1 else folder / f"attempt{attempt}") / "work" / "pid.txt"
 
     def started() -> bool:
         return pid_file.exists() and pid_file.read_text().strip() != ""
 
-    wait_for(started, 15, "the job to start")
-    assert server.phase(url) == "EXECUTING"
-    return url, int(pid_file.read_text())
+    wait_for(started, 30, f"run {attempt} of the job to start")
+    return int(pid_file.read_text())
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[1])
+
+
+def attempts(server: Server, url: str) -> int:
+    engine = sqlalchemy.create_engine(server.db_url)
+    try:
+        with engine.connect() as conn:
+            query = sqlalchemy.text("SELECT attempts FROM jobs WHERE id = :id")
+            return int(conn.execute(query, {"id": job_id(url)}).scalar_one())
+    finally:
+        engine.dispose()
 
 
 def error_message(server: Server, url: str) -> str:
@@ -115,8 +139,7 @@ def test_job_of_a_dead_server_ends_in_error(start_server: Callable[..., Server])
 
 def test_runner_killed_mid_job_ends_in_error_and_others_still_run(server: Server) -> None:
     url, pid = started_sleeper(server)
-    runner = int(Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[1])  # ppid
-    os.kill(runner, signal.SIGKILL)
+    os.kill(parent_of(pid), signal.SIGKILL)  # the runner process
     try:
         doc = server.wait_final(url, timeout=15)
         assert doc.findtext(f"{UWS}phase") == "ERROR"
@@ -126,6 +149,33 @@ def test_runner_killed_mid_job_ends_in_error_and_others_still_run(server: Server
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+
+
+def test_runner_killed_mid_job_runs_it_once_more_if_its_definition_allows(
+    server: Server,
+) -> None:
+    again, second = started_sleeper(server, seconds="30", jobdef="resilient")
+    url, first = started_sleeper(server, seconds="2", jobdef="resilient")
+    pids = [first, second]
+    try:
+        os.kill(parent_of(first), signal.SIGKILL)
+        doc = server.wait_final(url, timeout=30)
+        assert doc.findtext(f"{UWS}phase") == "COMPLETED"
+        assert attempts(server, url) == 2
+        assert server.session.get(f"{url}/results/done").text == "slept\n"
+        assert started_attempt(server, url, 2) != first
+
+        # a job retried once and lost again ends in ERROR
+        os.kill(parent_of(second), signal.SIGKILL)
+        pids.append(started_attempt(server, again, 2))
+        os.kill(parent_of(pids[-1]), signal.SIGKILL)
+        assert server.wait_final(again, timeout=15).findtext(f"{UWS}phase") == "ERROR"
+        assert "died; it had been retried once" in error_message(server, again)
+        assert attempts(server, again) == 2
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 def test_shutdown_ends_running_jobs_in_error(start_server: Callable[..., Server]) -> None:

@@ -63,6 +63,11 @@ def test_opus_layout_loads_unchanged() -> None:
     ]
 
 
+def test_retry_on_worker_loss_is_off_unless_declared() -> None:
+    assert load_votable(TEST_JOBDEFS / "resilient_vot.xml").retry_on_worker_loss
+    assert not load_votable(TEST_JOBDEFS / "sleeper_vot.xml").retry_on_worker_loss
+
+
 def test_shipped_definitions_load() -> None:
     registry = load_registry([SHIPPED])
     assert "hello" in registry.names()
@@ -124,6 +129,13 @@ def test_definition_files_are_valid_votables() -> None:
             ' arraysize="*"/></GROUP>',
             "generated 'out'",
             "inside the job directory",
+        ),
+        (
+            "",
+            SCRIPT + '<PARAM name="retryOnWorkerLoss" value="twice" datatype="boolean"/>',
+            "",
+            "retry_on_worker_loss",
+            "valid boolean",
         ),
     ],
 )

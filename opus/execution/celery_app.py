@@ -5,8 +5,9 @@ runner.run_job, which claims the job (so a job dispatched twice runs once),
 enforces its execution duration and ABORT, records its provenance and marks
 it alive every few seconds. The periodic `opus.sweep` task (beat) dispatches
 QUEUED jobs that never reached the broker, or whose messages a restarted
-Redis lost; ends in ERROR the EXECUTING jobs whose worker stopped beating;
-and destroys jobs past their destruction time.
+Redis lost; ends in ERROR the EXECUTING jobs whose worker stopped beating (or
+queues them once more, if their definition allows a retry); and destroys jobs
+past their destruction time.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class Sweeper:
 
     def run(self) -> None:
         self.redispatch()
-        self.end_lost_jobs()
+        self.lost_jobs()
         if self.redis.set(
             "opus:destruction-sweep", "1", nx=True, ex=max(1, int(self.settings.sweep_interval))
         ):
@@ -111,13 +112,14 @@ class Sweeper:
         for job_id in queued:
             dispatch(self.app, db, job_id, failed_before=job_id in failed)
 
-    def end_lost_jobs(self) -> None:
+    def lost_jobs(self) -> None:
         db = self.context.db
         with db.read() as conn:
             lost = store.stale_executing(conn, utcnow() - timedelta(seconds=LOST_AFTER))
         for job_id, worker in lost:
             reason = f"worker lost: {worker or 'its worker'} stopped answering"
-            runner.end_lost_job(db, self.context.notifier, job_id, reason)
+            if runner.lost_job(self.context, job_id, reason) == "QUEUED":
+                dispatch(self.app, db, job_id)
 
 
 def dispatch(app: Celery, db: Database, job_id: str, failed_before: bool = False) -> bool:

@@ -7,7 +7,8 @@ a job queued while the executor was down runs when it comes back. Jobs run in
 compiled queries stay loaded between jobs), one job at a time each, fed through
 a socket pair of their own (no lock shared between processes, so a runner killed
 at any moment cannot jam the others). A runner that dies takes only its own job
-down: the job ends in ERROR saying so, and a new runner takes its place.
+down: the job ends in ERROR saying so (or runs once more, if its definition allows
+a retry), and a new runner takes its place.
 Periodically the executor also destroys jobs past their destruction time.
 """
 
@@ -91,8 +92,9 @@ class Executor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = Database(settings.db_url)
-        self.registry = load_registry(settings.jobdef_dirs)
-        self.notifier = SocketNotifier(settings.run_dir)
+        self.context = runner.RunnerContext(
+            settings, self.db, load_registry(settings.jobdef_dirs), SocketNotifier(settings.run_dir)
+        )
         self.host = socket.gethostname()
         self.runners: dict[int, Runner] = {}
         self.waiting: collections.deque[str] = collections.deque()
@@ -105,8 +107,7 @@ class Executor:
             code = 1
             try:
                 ours.close()
-                context = runner.RunnerContext(self.settings, self.db, self.registry, self.notifier)
-                _runner_main(context, theirs)
+                _runner_main(self.context, theirs)
                 code = 0
             except BaseException:
                 log.exception("runner process stopped")
@@ -142,13 +143,14 @@ class Executor:
                 continue
             worker.channel.close()
             if worker.job is not None:
-                self.fail_if_executing(worker.job, f"{self.host}:{pid}")
+                self.lost(worker.job, f"{self.host}:{pid}")
             if not self.stopping:
                 self.spawn_runner()
 
-    def fail_if_executing(self, job_id: str, worker: str) -> None:
+    def lost(self, job_id: str, worker: str) -> None:
         reason = f"the process running the job ({worker}) died"
-        runner.end_lost_job(self.db, self.notifier, job_id, reason)
+        if runner.lost_job(self.context, job_id, reason) == "QUEUED":
+            self.submit(job_id)
 
     def scan_queued(self) -> None:
         with self.db.read() as conn:
@@ -157,17 +159,17 @@ class Executor:
             self.submit(job_id)
 
     def end_orphans(self) -> None:
-        """EXECUTING jobs of this host whose runner process is gone end in ERROR."""
+        """EXECUTING jobs of this host whose runner process is gone: retried or ended."""
         with self.db.read() as conn:
             executing = store.executing_on(conn, self.host + ":")
         for job_id, worker in executing:
             pid_text = worker.rpartition(":")[2]
             if pid_text.isdigit() and _pid_alive(int(pid_text)):
                 continue
-            self.fail_if_executing(job_id, worker or "unknown")
+            self.lost(job_id, worker or "unknown")
 
     def sweep(self) -> None:
-        destroy_expired(self.settings, self.db, self.notifier)
+        destroy_expired(self.settings, self.db, self.context.notifier)
 
     def serve(self) -> None:
         path = executor_socket(self.settings)

@@ -66,22 +66,31 @@ class JobFailure(Exception):
     """The job ends in ERROR with this message."""
 
 
-def end_lost_job(db: Database, notifier: Notifier, job_id: str, reason: str) -> bool:
-    """End in ERROR a job still EXECUTING whose runner is gone; False if it had ended."""
-    with db.write() as conn:
-        moved = store.change_phase(
-            conn,
-            job_id,
-            "ERROR",
-            ["EXECUTING"],
-            end_time=utcnow(),
-            error_type="transient",
-            error_message=reason,
-        )
-    if moved:
-        log.warning("job %s ended in ERROR: %s", job_id, reason)
-        notifier.publish(job_id)
-    return moved
+def lost_job(ctx: RunnerContext, job_id: str, reason: str) -> str | None:
+    """A job still EXECUTING whose runner is gone goes back to QUEUED if its definition
+    allows a retry and it has not had one (the caller dispatches it), else ends in ERROR.
+    The phase it went to; None if it was not EXECUTING any more."""
+    with ctx.db.write() as conn:
+        job = store.get_job(conn, job_id)
+        if job is None or job.phase != "EXECUTING":
+            return None
+        jobdef = ctx.registry.get(job.jobdef)
+        retry = jobdef is not None and jobdef.retry_on_worker_loss
+        if retry and job.attempts < 2:
+            phase = "QUEUED"
+            fields: dict[str, Any] = dict(start_time=None, worker=None, heartbeat=None)
+        else:
+            phase = "ERROR"
+            fields = dict(
+                end_time=utcnow(),
+                error_type="transient",
+                error_message=reason + ("; it had been retried once" if retry else ""),
+            )
+        if not store.change_phase(conn, job_id, phase, ["EXECUTING"], **fields):
+            return None
+    log.warning("job %s: %s: now %s", job_id, reason, phase)
+    ctx.notifier.publish(job_id)
+    return phase
 
 
 def job_root(settings: Settings, job_id: str) -> Path:
@@ -200,7 +209,10 @@ def _execute(ctx: RunnerContext, run: _Run) -> str:
     run.jobdef = jobdef
 
     root = job_root(ctx.settings, job_id)
-    workdir = root / "work"
+    # A retry runs in a folder of its own: the lost attempt's process may still be running
+    # (in its own session, on another host) and must not write into this one's results.
+    run_root = root if job.attempts <= 1 else root / f"attempt{job.attempts}"
+    workdir = run_root / "work"
     workdir.mkdir(parents=True, exist_ok=True)
     values = {p.name: p.value for p in parameters if jobdef.parameter(p.name)}
     run.inputs = inputs = inputs + _download_inputs(
@@ -208,10 +220,10 @@ def _execute(ctx: RunnerContext, run: _Run) -> str:
     )
     input_files = _place_inputs(ctx.settings, jobdef, inputs, workdir)
 
-    env = _environment(ctx.settings, jobdef, values, input_files, root)
-    argv = _argv(jobdef, values, input_files, env, root)
+    env = _environment(ctx.settings, jobdef, values, input_files, run_root)
+    argv = _argv(jobdef, values, input_files, env, run_root)
     deadline = time.monotonic() + job.execution_duration
-    outcome = _run_process(ctx, job_id, argv, env, workdir, root, deadline)
+    outcome = _run_process(ctx, job_id, argv, env, workdir, run_root, deadline)
     if outcome == "aborted":
         return _finish(ctx, run, "ABORTED")
     if outcome == "timeout":

@@ -142,6 +142,8 @@ class JobDefinition(BaseModel):
     contact_email: str = ""
     execution_duration: int = Field(default=0, ge=0)  # seconds; 0: the server maximum
     quote: int | None = Field(default=None, ge=0)  # expected duration, seconds
+    # A job whose worker is lost mid-run runs once more (for jobs safe to run twice).
+    retry_on_worker_loss: bool = False
     parameters: list[ParameterDef] = Field(default_factory=list)
     used: list[UsedDef] = Field(default_factory=list)
     generated: list[GeneratedDef] = Field(default_factory=list)

@@ -189,6 +189,7 @@ def _read(path: Path) -> dict[str, Any]:
             )
             or 0,
             quote=_int_or_none(top.get("quote")),
+            retry_on_worker_loss=top.get("retryOnWorkerLoss", "false"),
             source=str(path),
         )
         field = "script/command/callable"

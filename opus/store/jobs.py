@@ -50,6 +50,7 @@ class JobRecord:
     worker: str | None
     dispatch_failed: bool
     heartbeat: datetime | None
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ def claim_job(conn: Connection, job_id: str, **fields: Any) -> JobRecord | None:
     row = conn.execute(
         update(jobs)
         .where(jobs.c.id == job_id, jobs.c.phase == "QUEUED")
-        .values(phase="EXECUTING", **fields)
+        .values(phase="EXECUTING", attempts=jobs.c.attempts + 1, **fields)
         .returning(*jobs.c)
     ).first()
     return _job(row) if row else None

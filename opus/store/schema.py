@@ -37,6 +37,7 @@ class Job(Base):
     # so that the common path costs no extra commit
     dispatch_failed: Mapped[bool] = mapped_column(Boolean, default=False)
     heartbeat: Mapped[datetime | None] = mapped_column(DateTime)  # its runner was alive then
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # times a runner claimed it
 
     __table_args__ = (
         Index("ix_jobs_list", "jobdef", "creation_time"),

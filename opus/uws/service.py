@@ -219,6 +219,7 @@ class JobService:
                 worker=None,
                 dispatch_failed=False,
                 heartbeat=None,
+                attempts=0,
             )
             self._apply_defaults(jobdef, changes, base_url)
             if run:
