@@ -12,6 +12,7 @@ from typing import Any
 import bottle
 from sqlalchemy import text as sql
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from opus import vosi
 from opus.config import Settings
@@ -21,7 +22,7 @@ from opus.execution.notify import Notifier, SocketNotifier
 from opus.jobdefs.registry import Registry, load_registry
 from opus.provsap import routes as provsap_routes
 from opus.provsap.service import ProvenanceService
-from opus.store.db import Database
+from opus.store.db import WEB_POOL, Database
 from opus.uws import routes as uws_routes
 from opus.uws.service import JobService
 
@@ -39,7 +40,7 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.db_url)
+    db = Database(settings.db_url, pool_size=WEB_POOL)
     registry = load_registry(settings.jobdef_dirs)
     dispatcher = make_dispatcher(settings, db)
     notifier: Notifier = SocketNotifier(settings.run_dir)
@@ -71,8 +72,10 @@ def _errors_as_text(callback: Callable[..., Any]) -> Callable[..., Any]:
             if exc.status == 401:
                 response.set_header("WWW-Authenticate", 'Bearer realm="opus"')
             return response
-        except OperationalError as exc:
-            log.error("database unavailable on %s: %s", bottle.request.path, exc.orig)
+        except (OperationalError, PoolTimeout) as exc:
+            log.error(
+                "database unavailable on %s: %s", bottle.request.path, str(exc).splitlines()[0]
+            )
             response = _plain(503, "the database is unavailable; try again later")
             response.set_header("Retry-After", "5")
             return response

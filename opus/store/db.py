@@ -18,16 +18,23 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from opus.store.schema import Base
 from provenance.store import metadata as provenance_tables
 
+# Connections a process keeps (and as many more at peaks) on a database server. A web
+# worker serves many requests at once (gevent); a job runner one job, with a transaction
+# and a phase read at most. PostgreSQL's max_connections (100 by default) must cover
+# 2 x (WEB_POOL x web workers + RUNNER_POOL x job processes), plus the beat and CLI.
+WEB_POOL = 10
+RUNNER_POOL = 2
+
 
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = RUNNER_POOL) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        self.engine = self._create_engine(url)
+        self.engine = self._create_engine(url, pool_size)
 
-    def _create_engine(self, url: str) -> Engine:
+    def _create_engine(self, url: str, pool_size: int) -> Engine:
         if not self.is_sqlite:
-            engine = create_engine(url, pool_size=5, max_overflow=10)
+            engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
             _ping_when_idle(engine)
             return engine
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
