@@ -264,3 +264,26 @@ def test_wait_is_woken_across_processes_quickly(cluster: Callable[..., Cluster])
     ended = datetime.fromisoformat(doc.findtext(f"{UWS}endTime").rstrip("Z"))
     # the end time is written just before the commit that the notice follows
     assert (returned - ended).total_seconds() < 0.1
+
+
+def test_jobs_queued_behind_a_killed_worker_run_elsewhere(
+    cluster: Callable[..., Cluster],
+) -> None:
+    """A worker may hold messages it has not started (prefetched): killed, it loses none."""
+    running = cluster()
+    doomed = running.worker(concurrency=2)
+    running.beat()
+    r = redis.Redis.from_url(running.broker)
+    wait_for(lambda: bool(r.exists("opus:broker-epoch")), 20, "a first sweep")
+    busy = [started_sleeper(running.server)[1] for _ in range(2)]
+    queued = [running.server.create("hello", name=f"behind {i}") for i in range(3)]
+    try:
+        time.sleep(1)  # the doomed worker fetches what it may
+        os.killpg(doomed.pid, signal.SIGKILL)
+        running.worker(concurrency=1)
+        for each in queued:
+            assert phase_of(running.server.wait_final(each, timeout=40)) == "COMPLETED"
+    finally:
+        for pid in busy:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)

@@ -45,11 +45,22 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.update(
         task_ignore_result=True,
         task_default_queue=QUEUE,
-        worker_prefetch_multiplier=1,  # a long job does not hold jobs others could run
-        task_acks_late=False,
+        # A worker takes a job only when a process of its own is free: a job never waits
+        # behind a long one while another worker idles, and a worker killed (SIGKILL) holds
+        # no message it had not started (those stayed unacknowledged for the visibility
+        # timeout, an hour by default).
+        worker_prefetch_multiplier=1,
+        worker_disable_prefetch=True,
+        task_acks_late=False,  # the store's claim, not the broker, makes a job run once
         task_time_limit=settings.max_execution_duration + 60,  # the runner stops jobs first
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"socket_timeout": 2, "socket_connect_timeout": 2},
+        broker_transport_options={
+            "socket_timeout": 2,
+            "socket_connect_timeout": 2,
+            # a message fetched and not started comes back after a minute (run at most
+            # once all the same: the runner's claim)
+            "visibility_timeout": 60,
+        },
         beat_schedule={"opus-sweep": {"task": SWEEP_TASK, "schedule": SWEEP_PERIOD}},
         worker_hijack_root_logger=False,
     )
