@@ -114,11 +114,19 @@ class _Run:
 def run_job(ctx: RunnerContext, job_id: str) -> str | None:
     """Run one job if it is still QUEUED; the phase it ended in (None if not claimed)."""
     now = utcnow()
-    with ctx.db.write() as conn:  # claim and read in one transaction
+    # The claim is one atomic statement; the parameters and inputs of a QUEUED job no longer
+    # change (only the runner adds downloaded inputs): no transaction around the three.
+    with ctx.db.statements() as conn:
         job = store.claim_job(conn, job_id, start_time=now, heartbeat=now, worker=ctx.worker_name)
         if job is None:
             return None
-        run = _Run(job, store.get_parameters(conn, job_id), store.get_inputs(conn, job_id))
+        jobdef = ctx.registry.get(job.jobdef)
+        uses = jobdef is None or bool(jobdef.used)
+        run = _Run(
+            job,
+            store.get_parameters(conn, job_id),
+            store.get_inputs(conn, job_id) if uses else [],
+        )
     ctx.notifier.publish(job_id)
     try:
         phase = _execute(ctx, run)

@@ -67,6 +67,18 @@ class Database:
             yield conn
 
     @contextmanager
+    def statements(self) -> Iterator[Connection]:
+        """A connection whose statements commit one by one (PostgreSQL's autocommit: no BEGIN
+        and COMMIT round trips), for a write that is one statement and reads that it cannot
+        race; on SQLite, one write transaction."""
+        if self.is_sqlite:
+            with self.write() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextmanager
     def write(self) -> Iterator[Connection]:
         with self.engine.connect() as conn:
             if self.is_sqlite:
