@@ -19,11 +19,11 @@ import redis
 from conftest import IN_CI, Server, free_port
 from test_execution import (
     attempts,
-    job_id,
     pid_alive,
     started_attempt,
     started_sleeper,
     wait_for,
+    workers_of,
 )
 
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
@@ -97,15 +97,6 @@ def cluster(
 
 def phase_of(doc: object) -> str:
     return str(doc.findtext(f"{UWS}phase"))  # type: ignore[attr-defined]
-
-
-def workers_of(server: Server, urls: list[str]) -> set[str]:
-    ids = ", ".join(f"'{job_id(u)}'" for u in urls)
-    engine = __import__("sqlalchemy").create_engine(server.db_url)
-    with engine.connect() as conn:
-        rows = conn.exec_driver_sql(f"SELECT worker FROM jobs WHERE id IN ({ids})").all()
-    engine.dispose()
-    return {row[0] for row in rows}
 
 
 def test_two_workers_share_a_batch(cluster: Callable[..., Cluster]) -> None:

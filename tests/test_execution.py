@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import requests
 import sqlalchemy
@@ -66,14 +67,25 @@ def parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[1])
 
 
-def attempts(server: Server, url: str) -> int:
+def job_column(server: Server, urls: list[str], column: str) -> list[Any]:
+    """A column of the jobs table, for what no request shows (which worker, which attempt)."""
     engine = sqlalchemy.create_engine(server.db_url)
     try:
         with engine.connect() as conn:
-            query = sqlalchemy.text("SELECT attempts FROM jobs WHERE id = :id")
-            return int(conn.execute(query, {"id": job_id(url)}).scalar_one())
+            query = sqlalchemy.text(f"SELECT {column} FROM jobs WHERE id IN :ids").bindparams(
+                sqlalchemy.bindparam("ids", expanding=True)
+            )
+            return [row[0] for row in conn.execute(query, {"ids": [job_id(u) for u in urls]})]
     finally:
         engine.dispose()
+
+
+def attempts(server: Server, url: str) -> int:
+    return int(job_column(server, [url], "attempts")[0])
+
+
+def workers_of(server: Server, urls: list[str]) -> set[str]:
+    return set(job_column(server, urls, "worker"))
 
 
 def error_message(server: Server, url: str) -> str:
@@ -139,11 +151,14 @@ def test_job_of_a_dead_server_ends_in_error(start_server: Callable[..., Server])
 
 def test_runner_killed_mid_job_ends_in_error_and_others_still_run(server: Server) -> None:
     url, pid = started_sleeper(server)
-    os.kill(parent_of(pid), signal.SIGKILL)  # the runner process
+    runner = parent_of(pid)
+    assert f":{runner}" in workers_of(server, [url]).pop()  # jobs name the runner process
+    os.kill(runner, signal.SIGKILL)
     try:
         doc = server.wait_final(url, timeout=15)
         assert doc.findtext(f"{UWS}phase") == "ERROR"
         assert "died" in error_message(server, url)
+        wait_for(lambda: not pid_alive(pid), 5, "the job's process to die with its runner")
         other = server.wait_final(server.create("hello", name="after"))
         assert other.findtext(f"{UWS}phase") == "COMPLETED"
     finally:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import os
 import select
@@ -58,6 +59,7 @@ class Runner:
     pid: int
     channel: socket.socket  # the executor's end of the pair
     job: str | None = None
+    process_group: int | None = None  # of the job's process, while it runs
 
 
 def _runner_main(context: runner.RunnerContext, channel: socket.socket) -> None:
@@ -74,6 +76,9 @@ def _runner_main(context: runner.RunnerContext, channel: socket.socket) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
     context.db.engine.dispose(close=False)  # new connections; the parent keeps its own
+    context = dataclasses.replace(
+        context, on_process_started=lambda pgid: channel.sendall(b"pg %d" % pgid)
+    )
     while True:
         job_id = channel.recv(256).decode()
         if not job_id:
@@ -142,6 +147,9 @@ class Executor:
             if worker is None:
                 continue
             worker.channel.close()
+            if worker.process_group is not None:  # the job's processes die with their runner
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(worker.process_group, signal.SIGKILL)
             if worker.job is not None:
                 self.lost(worker.job, f"{self.host}:{pid}")
             if not self.stopping:
@@ -236,7 +244,9 @@ class Executor:
         except OSError:
             message = b""
         if message == b"done":
-            worker.job = None
+            worker.job = worker.process_group = None
+        elif message.startswith(b"pg "):
+            worker.process_group = int(message[3:])
         # b"": the runner is gone; reap() sees it and fails its job
 
     def _stop_children(self) -> None:

@@ -21,7 +21,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -59,7 +60,14 @@ class RunnerContext:
     db: Database
     registry: Registry
     notifier: Notifier
-    worker_name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    # told the process group of each job's process (the embedded executor kills it if the
+    # runner dies: a job's processes run in a session of their own and would outlive it)
+    on_process_started: Callable[[int], None] | None = None
+
+    @property
+    def worker_name(self) -> str:
+        """host:pid of the process running jobs (read each time: contexts cross forks)."""
+        return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class JobFailure(Exception):
@@ -430,6 +438,8 @@ def _run_process(
             )
         except OSError as exc:
             raise JobFailure(f"could not start {argv[0]}: {exc}") from None
+    if ctx.on_process_started is not None:
+        ctx.on_process_started(proc.pid)
     try:
         outcome = _supervise(ctx, job_id, proc, deadline)
     finally:
