@@ -47,7 +47,10 @@ CHECK_INTERVAL = 0.2  # seconds between checks for ABORT while a job runs
 HEARTBEAT_INTERVAL = 5.0  # seconds between "still running" marks (a lost worker stops them)
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 DOWNLOAD_LIMIT = 2**30
-FINISH_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)  # seconds: about a minute in all
+# While the database is away a runner tries to end its job every half second for a minute:
+# often enough to be first when it comes back (before the sweep finds the job silent).
+FINISH_RETRY_INTERVAL = 0.5
+FINISH_RETRY_FOR = 60.0
 
 
 class Shutdown(BaseException):
@@ -173,18 +176,18 @@ def _finish(
     A job aborted meanwhile keeps ABORTED, and gets its provenance up to the abort. While
     the database is unreachable the runner tries again for a while: the results are on disk.
     """
-    for delay in FINISH_RETRY_DELAYS:
+    give_up = time.monotonic() + FINISH_RETRY_FOR
+    tries = 0
+    while True:
         try:
             return _finish_once(ctx, run, phase, results, **fields)
         except OperationalError as exc:
-            log.warning(
-                "job %s: database unavailable, ending it again in %s s: %s",
-                run.job_id,
-                delay,
-                exc.orig,
-            )
-            time.sleep(delay)
-    return _finish_once(ctx, run, phase, results, **fields)
+            if time.monotonic() > give_up:
+                raise
+            if tries == 0:
+                log.warning("job %s: database unavailable, trying again: %s", run.job_id, exc.orig)
+            tries += 1
+            time.sleep(FINISH_RETRY_INTERVAL)
 
 
 def _finish_once(
