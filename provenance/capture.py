@@ -15,12 +15,13 @@ import os
 import platform
 import socket
 import subprocess
+import weakref
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Table
+from sqlalchemy import Connection, Dialect, Engine, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 
 from provenance import store
@@ -150,6 +151,35 @@ def _unique(rows: Iterable[dict[str, Any]], keys: Sequence[str]) -> list[dict[st
     return list(seen.values())
 
 
+# Shared rows (activity descriptions, contexts, agents) are the same for most activities:
+# recording writes each once per process and database, not with every activity. A row
+# counts as stored once the transaction that wrote it commits, so that an activity rolled
+# back (its job's end failed) does not leave later ones pointing at nothing; a broken
+# connection (a COMMIT may have failed with it) makes every shared row be written again.
+_stored: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
+_pending: weakref.WeakKeyDictionary[Connection, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _stored_keys(engine: Engine) -> set[str]:
+    keys = _stored.get(engine)
+    if keys is None:
+        keys = _stored[engine] = set()
+        event.listen(engine, "commit", _on_commit)
+        event.listen(engine, "rollback", _on_rollback)
+        event.listen(engine, "invalidate", lambda *_: keys.clear())
+    return keys
+
+
+def _on_commit(conn: Connection) -> None:
+    written = _pending.pop(conn, None)
+    if written:
+        _stored[conn.engine].update(written)
+
+
+def _on_rollback(conn: Connection) -> None:
+    _pending.pop(conn, None)
+
+
 def context_qname(activity: Activity) -> str:
     """Contexts are identified by their content, so identical ones are stored once."""
     digest = hashlib.sha256(json.dumps(sorted(activity.context.items())).encode()).hexdigest()
@@ -158,8 +188,21 @@ def context_qname(activity: Activity) -> str:
 
 def record(conn: Connection, activity: Activity) -> None:
     """Write an activity's provenance in the caller's transaction (once per activity)."""
+    stored = _stored_keys(conn.engine)
+    written = _pending.setdefault(conn, set())
+
+    def unstored(key: str) -> bool:
+        if key in stored or key in written:
+            return False
+        written.add(key)
+        return True
+
     context_id = context_qname(activity) if activity.context else None
-    contexts = [dict(context_id=context_id, key=k, value=v) for k, v in activity.context.items()]
+    contexts = (
+        [dict(context_id=context_id, key=k, value=v) for k, v in activity.context.items()]
+        if context_id and unstored(f"context {context_id}")
+        else []
+    )
     entities = [vars(e) for e, _ in activity.used + activity.generated]
     activity_row = dict(
         id=activity.id,
@@ -191,10 +234,20 @@ def record(conn: Connection, activity: Activity) -> None:
     _write_all(
         conn,
         [
-            (store.activity_descriptions, [vars(activity.description)], True),
+            (
+                store.activity_descriptions,
+                [vars(activity.description)]
+                if unstored(f"description {activity.description.id}")
+                else [],
+                True,
+            ),
             (store.contexts, contexts, True),
             (store.entities, _unique(entities, ["id"]), True),
-            (store.agents, _unique([vars(a) for a, _ in activity.agents], ["id"]), True),
+            (
+                store.agents,
+                _unique([vars(a) for a, _ in activity.agents if unstored(f"agent {a.id}")], ["id"]),
+                True,
+            ),
             (store.activities, [activity_row], False),
             (store.used, _unique(used, ["entity_id", "role"]), False),
             (store.generations, generated, True),

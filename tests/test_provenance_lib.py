@@ -11,7 +11,7 @@ import prov
 import prov.model
 import pytest
 from conftest import ROOT
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine, func, select
 
 from provenance import capture, document, query, store
 from provenance.document import to_prov
@@ -81,6 +81,47 @@ def test_identical_contexts_are_stored_once(engine) -> None:  # type: ignore[no-
     with engine.connect() as conn:
         contexts = {row.context_id for row in conn.execute(store.activities.select())}
     assert len(contexts - {None}) == 1
+
+
+def shared_rows(conn: Connection) -> tuple[int, int, int]:
+    return tuple(  # type: ignore[return-value]
+        conn.execute(select(func.count()).select_from(table)).scalar_one()
+        for table in (store.activity_descriptions, store.contexts, store.agents)
+    )
+
+
+@pytest.mark.parametrize("where", ["sqlite", "postgresql"])
+def test_shared_rows_stored_once_and_only_when_committed(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Descriptions, contexts and agents are written once per process and database, and
+    only a committed write counts: an activity rolled back leaves the next one complete."""
+    url = (
+        f"sqlite:///{tmp_path / 'prov.sqlite'}"
+        if where == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    engine = create_engine(url)
+    store.metadata.create_all(engine)
+    with engine.connect() as conn:
+        with conn.begin() as transaction:
+            capture.record(conn, activity("lost", [], ["x"]))
+            transaction.rollback()
+        with conn.begin():
+            capture.record(conn, activity("kept", [], ["y"]))
+        with conn.begin():
+            capture.record(conn, activity("later", ["y"], ["z"]))
+        assert shared_rows(conn) == (1, 2, 1)  # the context has two keys
+
+        # a broken connection (a COMMIT may have been lost with it): written again
+        conn.connection.invalidate()
+    with engine.begin() as conn:
+        for table in (store.activity_descriptions, store.contexts, store.agents):
+            conn.execute(table.delete())
+    with engine.begin() as conn:
+        capture.record(conn, activity("after", ["z"], ["w"]))
+        assert shared_rows(conn) == (1, 2, 1)
+    engine.dispose()
 
 
 def test_prov_json_writer_equals_prov(engine) -> None:  # type: ignore[no-untyped-def]
