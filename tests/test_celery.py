@@ -26,6 +26,8 @@ from test_execution import (
     workers_of,
 )
 
+from opus.execution.celery_app import EPOCH_KEY, QUEUE, STRANDED_AFTER
+
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
 SHARED_REDIS = os.environ.get("OPUS_TEST_REDIS", "redis://127.0.0.1:6379/7")
 
@@ -278,3 +280,20 @@ def test_jobs_queued_behind_a_killed_worker_run_elsewhere(
         for pid in busy:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def test_a_job_whose_message_was_lost_is_sent_again(cluster: Callable[..., Cluster]) -> None:
+    """A message gone from the broker (a worker killed between fetching and claiming it)
+    leaves its job QUEUED only until the sweep sees the broker hold no job."""
+    running = cluster()
+    broker = redis.Redis.from_url(running.broker)
+    broker.set(EPOCH_KEY, "kept")  # the broker did not restart: only this message is gone
+    url = running.server.create("hello", name="stranded")
+    wait_for(lambda: broker.llen(QUEUE) == 1, 5, "the job's message")
+    broker.delete(QUEUE)
+    running.worker(concurrency=1)
+    running.beat()
+    start = time.monotonic()
+    assert phase_of(running.server.wait_final(url, timeout=40)) == "COMPLETED"
+    assert time.monotonic() - start < STRANDED_AFTER + 15
+    assert attempts(running.server, url) == 1

@@ -38,6 +38,7 @@ QUEUE = "opus"
 SWEEP_PERIOD = 2.0  # seconds
 LOST_AFTER = 3 * runner.HEARTBEAT_INTERVAL  # a runner silent this long is gone
 EPOCH_KEY = "opus:broker-epoch"  # absent after a Redis restart that lost its data
+STRANDED_AFTER = 10.0  # seconds a job may stay QUEUED while the broker holds no job
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -47,8 +48,7 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=QUEUE,
         # A worker takes a job only when a process of its own is free: a job never waits
         # behind a long one while another worker idles, and a worker killed (SIGKILL) holds
-        # no message it had not started (those stayed unacknowledged for the visibility
-        # timeout, an hour by default).
+        # no message it had not started.
         worker_prefetch_multiplier=1,
         worker_disable_prefetch=True,
         task_acks_late=False,  # the store's claim, not the broker, makes a job run once
@@ -57,9 +57,11 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={
             "socket_timeout": 2,
             "socket_connect_timeout": 2,
-            # a message fetched and not started comes back after a minute (run at most
-            # once all the same: the runner's claim)
-            "visibility_timeout": 60,
+            # No unacknowledged-message bookkeeping (two Redis transactions a job): with acks
+            # early and no prefetch it only covered a message between its fetch and its start,
+            # and kombu's fetch is not atomic with it anyway. The sweep sends again what the
+            # broker no longer holds (STRANDED_AFTER); the runner's claim runs a job once.
+            "ack_emulation": False,
         },
         beat_schedule={"opus-sweep": {"task": SWEEP_TASK, "schedule": SWEEP_PERIOD}},
         worker_hijack_root_logger=False,
@@ -120,6 +122,15 @@ class Sweeper:
                 queued = store.job_ids_in_phase(conn, "QUEUED")
             if queued:
                 log.warning("broker restarted empty: dispatching %d QUEUED jobs again", len(queued))
+        elif self.redis.llen(QUEUE) == 0:
+            # The broker holds no job, yet these have waited: their message was lost (a worker
+            # killed between fetching and claiming it). A job sent twice still runs once.
+            before = utcnow() - timedelta(seconds=STRANDED_AFTER)
+            with db.read() as conn:
+                stranded = store.job_ids_in_phase(conn, "QUEUED", created_before=before)
+            if stranded:
+                log.warning("dispatching again %d QUEUED jobs the broker lost", len(stranded))
+            queued = list(dict.fromkeys(failed + stranded))
         for job_id in queued:
             dispatch(self.app, db, job_id, failed_before=job_id in failed)
 

@@ -263,10 +263,13 @@ def get_results(conn: Connection, job_id: str) -> list[EntityRecord]:
     return [_entity(r) for r in rows]
 
 
-def job_ids_in_phase(conn: Connection, phase: str, limit: int = 1000) -> list[str]:
-    rows = conn.execute(
-        select(jobs.c.id).where(jobs.c.phase == phase).order_by(jobs.c.creation_time).limit(limit)
-    )
+def job_ids_in_phase(
+    conn: Connection, phase: str, created_before: datetime | None = None, limit: int = 1000
+) -> list[str]:
+    query = select(jobs.c.id).where(jobs.c.phase == phase)
+    if created_before is not None:
+        query = query.where(jobs.c.creation_time < created_before)
+    rows = conn.execute(query.order_by(jobs.c.creation_time).limit(limit))
     return [r[0] for r in rows]
 
 
