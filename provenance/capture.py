@@ -186,8 +186,15 @@ def context_qname(activity: Activity) -> str:
     return f"{activity.id.partition(':')[0]}:context_{digest[:16]}"
 
 
-def record(conn: Connection, activity: Activity) -> None:
-    """Write an activity's provenance in the caller's transaction (once per activity)."""
+def record(
+    conn: Connection,
+    activity: Activity,
+    also: Sequence[tuple[Table, Sequence[dict[str, Any]]]] = (),
+) -> None:
+    """Write an activity's provenance in the caller's transaction (once per activity).
+
+    `also`: rows of the caller's own tables to insert in the same batch (on PostgreSQL one
+    round trip for all)."""
     stored = _stored_keys(conn.engine)
     written = _pending.setdefault(conn, set())
 
@@ -254,5 +261,6 @@ def record(conn: Connection, activity: Activity) -> None:
             (store.derivations, _unique(derivations, ["generated_id", "used_id"]), True),
             (store.associations, _unique(associations, ["agent_id", "role"]), False),
             (store.parameters, _unique(parameters, ["name"]), False),
+            *[(table, rows, False) for table, rows in also],
         ],
     )

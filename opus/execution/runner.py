@@ -200,22 +200,23 @@ def _finish_once(
     now = utcnow()
     with ctx.db.write() as conn:
         moved = store.change_phase(conn, run.job_id, phase, ["EXECUTING"], end_time=now, **fields)
-        if moved and results:
-            store.insert_entities(conn, results)
+        kept = results if moved and results else []
         current = phase if moved else (store.get_phase(conn, run.job_id) or ("", "gone"))[1]
-        if run.jobdef is not None and current in (phase, "ABORTED"):
+        if run.jobdef is None or current not in (phase, "ABORTED"):
+            store.insert_entities(conn, kept)
+        else:
             activity = job_activity(
                 run.job,
                 run.jobdef,
                 run.parameters,
                 run.inputs,
-                results if moved and results else [],
+                kept,
                 current,
                 now,
                 fields.get("error_message"),
                 ctx.worker_name,
             )
-            record(conn, activity)
+            record(conn, activity, also=[(store.entities, kept)])  # in the same batch
     ctx.notifier.publish(run.job_id)
     return current
 
