@@ -117,6 +117,13 @@ def test_definition_files_are_valid_votables() -> None:
         ),
         (
             "",
+            f'<PARAM name="script" value="{"echo x; " * 20_000}" arraysize="*" datatype="char"/>',
+            "",
+            "execution",
+            "bash takes as one argument",
+        ),
+        (
+            "",
             '<PARAM name="command" value="not json" arraysize="*" datatype="char"/>',
             "",
             "script/command/callable",

@@ -128,7 +128,7 @@ def run_job(ctx: RunnerContext, job_id: str) -> str | None:
     # The claim is one atomic statement; the parameters and inputs of a QUEUED job no longer
     # change (only the runner adds downloaded inputs): no transaction around the three.
     with ctx.db.statements() as conn:
-        job = store.claim_job(conn, job_id, start_time=now, heartbeat=now, worker=ctx.worker_name)
+        job = store.claim_job(conn, job_id, now, ctx.worker_name)
         if job is None:
             return None
         jobdef = ctx.registry.get(job.jobdef)
@@ -169,7 +169,8 @@ def _finish(
     run: _Run,
     phase: str,
     results: list[dict[str, Any]] | None = None,
-    **fields: Any,
+    error_message: str | None = None,
+    error_type: str | None = None,
 ) -> str:
     """End the job in `phase` with its results and its provenance, in one transaction.
 
@@ -180,7 +181,7 @@ def _finish(
     tries = 0
     while True:
         try:
-            return _finish_once(ctx, run, phase, results, **fields)
+            return _finish_once(ctx, run, phase, results, error_message, error_type)
         except OperationalError as exc:
             if time.monotonic() > give_up:
                 raise
@@ -195,11 +196,12 @@ def _finish_once(
     run: _Run,
     phase: str,
     results: list[dict[str, Any]] | None,
-    **fields: Any,
+    error_message: str | None,
+    error_type: str | None,
 ) -> str:
     now = utcnow()
     with ctx.db.write() as conn:
-        moved = store.change_phase(conn, run.job_id, phase, ["EXECUTING"], end_time=now, **fields)
+        moved = store.end_job(conn, run.job_id, phase, now, error_message, error_type)
         kept = results if moved and results else []
         current = phase if moved else (store.get_phase(conn, run.job_id) or ("", "gone"))[1]
         if run.jobdef is None or current not in (phase, "ABORTED"):
@@ -213,7 +215,7 @@ def _finish_once(
                 kept,
                 current,
                 now,
-                fields.get("error_message"),
+                error_message,
                 ctx.worker_name,
             )
             record(conn, activity, also=[(store.entities, kept)])  # in the same batch
@@ -233,7 +235,7 @@ def _execute(ctx: RunnerContext, run: _Run) -> str:
     # (in its own session, on another host) and must not write into this one's results.
     run_root = root if job.attempts <= 1 else root / f"attempt{job.attempts}"
     workdir = run_root / "work"
-    workdir.mkdir(parents=True, exist_ok=True)
+    os.makedirs(workdir, exist_ok=True)
     values = {p.name: p.value for p in parameters if jobdef.parameter(p.name)}
     run.inputs = inputs = inputs + _download_inputs(
         ctx, job_id, jobdef, parameters, {r for r, _ in inputs}, root
@@ -344,12 +346,10 @@ def _environment(
     input_files: dict[str, list[str]],
     root: Path,
 ) -> dict[str, str]:
-    tmp = root / "tmp"
-    tmp.mkdir(exist_ok=True)
     env = {
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         "HOME": str(root),
-        "TMPDIR": str(tmp),
+        "TMPDIR": str(root),  # the job's own folder, outside the one results are taken from
         "LANG": "C.UTF-8",
     }
     for pdef in jobdef.parameters:
@@ -374,9 +374,9 @@ def _argv(
 ) -> list[str]:
     execution = jobdef.execution
     if execution.script is not None:
-        script = root / "script.sh"
-        script.write_text(execution.script)
-        return ["bash", "--noprofile", "--norc", str(script)]
+        # The definition's text as one argument (no file to write): values reach it only
+        # through the environment. $0 names the definition in bash's messages.
+        return ["bash", "--noprofile", "--norc", "-c", execution.script, jobdef.name]
     if execution.command is not None:
         # Each element is one argument: a value never becomes shell syntax.
         return [Template(arg).safe_substitute(env) for arg in execution.command]

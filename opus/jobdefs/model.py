@@ -41,6 +41,9 @@ RESERVED_ENV = frozenset(
         "TERM",
     }
 )
+# A script runs as `bash -c SCRIPT`: Linux takes at most 128 KiB in one argument.
+MAX_SCRIPT_BYTES = 128 * 1024
+
 RESERVED_ENV_PREFIXES = ("LD_", "BASH_", "PYTHON", "OPUS_", "LC_", "GCONV", "MALLOC")
 
 Kind = Literal["string", "integer", "real", "boolean", "datetime"]
@@ -125,6 +128,12 @@ class Execution(BaseModel):
             raise ValueError(
                 "exactly one of script, command or callable must be given"
                 f" (found {', '.join(given) or 'none'})"
+            )
+        if self.script and len(self.script.encode()) >= MAX_SCRIPT_BYTES:
+            raise ValueError(
+                f"script is {len(self.script.encode())} bytes, over the {MAX_SCRIPT_BYTES}"
+                " bash takes as one argument: keep it in a file beside the definition"
+                " and run that"
             )
         if self.callable and not re.match(r"^[\w.]+:[\w.]+$", self.callable):
             raise ValueError(f"callable {self.callable!r} must read module:function")

@@ -182,15 +182,65 @@ def change_phase(
     return bool(result.rowcount)
 
 
-def claim_job(conn: Connection, job_id: str, **fields: Any) -> JobRecord | None:
+# The runner's statements, built once: each job runs them, and building one costs twice
+# what running it does (SQLAlchemy coerces and keys a new statement at every call).
+_CLAIM = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("claimed_id"), jobs.c.phase == "QUEUED")
+    .values(
+        phase="EXECUTING",
+        attempts=jobs.c.attempts + 1,
+        start_time=bindparam("claimed_at"),
+        heartbeat=bindparam("claimed_at"),
+        worker=bindparam("claimed_by"),
+    )
+    .returning(*jobs.c)
+)
+_END = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("ended_id"), jobs.c.phase == "EXECUTING")
+    .values(
+        phase=bindparam("ended_phase"),
+        end_time=bindparam("ended_at"),
+        error_message=bindparam("ended_error_message"),
+        error_type=bindparam("ended_error_type"),
+    )
+)
+_PARAMETERS = (
+    select(job_parameters.c.name, job_parameters.c.value, job_parameters.c.by_reference)
+    .where(job_parameters.c.job_id == bindparam("job_id"))
+    .order_by(job_parameters.c.name, job_parameters.c.position)
+)
+
+
+def claim_job(conn: Connection, job_id: str, now: datetime, worker: str) -> JobRecord | None:
     """Move a QUEUED job to EXECUTING and return it; None if it was not QUEUED (any more)."""
     row = conn.execute(
-        update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.phase == "QUEUED")
-        .values(phase="EXECUTING", attempts=jobs.c.attempts + 1, **fields)
-        .returning(*jobs.c)
+        _CLAIM, {"claimed_id": job_id, "claimed_at": now, "claimed_by": worker}
     ).first()
     return _job(row) if row else None
+
+
+def end_job(
+    conn: Connection,
+    job_id: str,
+    phase: str,
+    now: datetime,
+    error_message: str | None = None,
+    error_type: str | None = None,
+) -> bool:
+    """Move an EXECUTING job to its final phase; False if it was not EXECUTING (any more)."""
+    result = conn.execute(
+        _END,
+        {
+            "ended_id": job_id,
+            "ended_phase": phase,
+            "ended_at": now,
+            "ended_error_message": error_message,
+            "ended_error_type": error_type,
+        },
+    )
+    return bool(result.rowcount)
 
 
 def update_job(conn: Connection, job_id: str, **fields: Any) -> None:
@@ -198,11 +248,7 @@ def update_job(conn: Connection, job_id: str, **fields: Any) -> None:
 
 
 def get_parameters(conn: Connection, job_id: str) -> list[ParameterValue]:
-    rows = conn.execute(
-        select(job_parameters.c.name, job_parameters.c.value, job_parameters.c.by_reference)
-        .where(job_parameters.c.job_id == job_id)
-        .order_by(job_parameters.c.name, job_parameters.c.position)
-    )
+    rows = conn.execute(_PARAMETERS, {"job_id": job_id})
     return [ParameterValue(r[0], r[1], bool(r[2])) for r in rows]
 
 
