@@ -112,7 +112,7 @@ def bench_record(server: Server, n: int) -> dict[str, Any]:
     jobdef = load_registry(settings.jobdef_dirs).get("hello")
     assert jobdef is not None
     with db.read() as conn:
-        job_id = store.job_ids_in_phase(conn, "COMPLETED", 1)[0]
+        job_id = store.job_ids_in_phase(conn, "COMPLETED", limit=1)[0]
         job = store.get_job(conn, job_id)
         parameters = store.get_parameters(conn, job_id)
         results = [r.__dict__ for r in store.get_results(conn, job_id)]

@@ -316,7 +316,7 @@ def fill(server: Server, size: int) -> dict[str, Any]:
     from sqlalchemy import func, insert, select
 
     from opus.store.db import Database
-    from opus.store.schema import job_parameters, jobs
+    from opus.store.jobs import job_parameters, jobs
     from opus.timeutil import utcnow
 
     db = Database(server.db_url)
@@ -372,7 +372,7 @@ def fill(server: Server, size: int) -> dict[str, Any]:
                 .where(jobs.c.jobdef == "hello", jobs.c.phase != "ARCHIVED")
             ).scalar_one()
     finally:
-        db.dispose()
+        db.engine.dispose()
     return {
         "fill": "direct insert",
         "existing_jobs": existing,
