@@ -678,6 +678,7 @@ def test_result_url_of_a_missing_result_is_400(server: Server) -> None:
 
 
 def test_results_matched_by_a_pattern(server: Server) -> None:
+    """The script also makes a plot_*.csv in $TMPDIR: it must not be taken as a result."""
     _url, doc = run_to_end(server, "plots", n="3")
     completed(doc)
     results = results_of(doc)
