@@ -1,8 +1,8 @@
 """The job runner: claims a QUEUED job, runs what its definition declares, stores results.
 
-The same runner serves every executor (the embedded pool now, Celery workers
-later). It runs the job's process in a session of its own, so that ABORT, the
-execution-duration limit and a shutdown stop the whole process group.
+The same runner serves every executor (the embedded executor's runner processes
+and Celery workers). It runs the job's process in a session of its own, so that
+ABORT, the execution-duration limit and a shutdown stop the whole process group.
 """
 
 from __future__ import annotations
