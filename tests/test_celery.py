@@ -149,6 +149,12 @@ def test_a_killed_worker_loses_its_job_and_another_serves(
         assert phase_of(doc) == "ERROR"
         assert time.monotonic() - start < 30
         assert "worker lost" in running.server.session.get(f"{url}/error").text
+        # the killed worker's jobs ran in sessions of their own: the new worker stops them
+        wait_for(
+            lambda: not pid_alive(pid) and not pid_alive(first),
+            10,
+            "the lost jobs' processes to be stopped",
+        )
 
         pids.append(started_attempt(running.server, retried, 2))
         assert phase_of(running.server.wait_final(retried, timeout=30)) == "COMPLETED"

@@ -144,9 +144,12 @@ def test_job_of_a_dead_server_ends_in_error(start_server: Callable[..., Server])
         doc = second.wait_final(url, timeout=15)
         assert doc.findtext(f"{UWS}phase") == "ERROR"
         assert "died" in error_message(second, url)
+        # the job's process, in a session of its own, outlived its runner: the new server
+        # stops it
+        wait_for(lambda: not pid_alive(pid), 10, "the orphaned job's process to be stopped")
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)  # the job's own session outlived its runner
+            os.killpg(pid, signal.SIGKILL)
 
 
 def test_runner_killed_mid_job_ends_in_error_and_others_still_run(server: Server) -> None:

@@ -19,10 +19,11 @@ from typing import Any
 
 import redis
 from celery import Celery
+from celery.signals import worker_ready
 from sqlalchemy.exc import OperationalError
 
 from opus.config import Settings
-from opus.execution import runner
+from opus.execution import orphans, runner
 from opus.execution.redis_notify import RedisNotifier
 from opus.jobdefs.registry import load_registry
 from opus.store import jobs as store
@@ -159,6 +160,13 @@ def dispatch(app: Celery, db: Database, job_id: str, failed_before: bool = False
         with db.write() as conn:
             store.update_job(conn, job_id, dispatch_failed=False)
     return True
+
+
+@worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
+def _watch_orphans(**_kwargs: Any) -> None:
+    """Each worker stops the processes of jobs whose runner died on its host: those of a
+    pool process killed under it, or of a worker killed outright before it started."""
+    orphans.watch()
 
 
 def _app_from_environment() -> Any:

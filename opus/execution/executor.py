@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 
 from opus.config import Settings
-from opus.execution import runner
+from opus.execution import orphans, runner
 from opus.execution.dispatch import executor_socket
 from opus.execution.notify import SocketNotifier
 from opus.jobdefs.registry import load_registry
@@ -167,7 +167,9 @@ class Executor:
             self.submit(job_id)
 
     def end_orphans(self) -> None:
-        """EXECUTING jobs of this host whose runner process is gone: retried or ended."""
+        """EXECUTING jobs of this host whose runner process is gone: retried or ended; and
+        the processes of jobs whose runner is gone (a server killed outright left them)."""
+        orphans.stop_orphans()
         with self.db.read() as conn:
             executing = store.executing_on(conn, self.host + ":")
         for job_id, worker in executing:

@@ -31,6 +31,7 @@ from sqlalchemy.exc import OperationalError
 
 from opus.config import Settings
 from opus.execution.notify import Notifier
+from opus.execution.orphans import RUNNER_PID
 from opus.execution.recording import job_activity
 from opus.ids import new_id
 from opus.jobdefs.model import JobDefinition, ParameterDef
@@ -351,6 +352,7 @@ def _environment(
         "HOME": str(root),
         "TMPDIR": str(root),  # the job's own folder, outside the one results are taken from
         "LANG": "C.UTF-8",
+        RUNNER_PID: str(os.getpid()),  # the job's processes are stopped if this one dies
     }
     for pdef in jobdef.parameters:
         if pdef.name in values:
