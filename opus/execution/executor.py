@@ -44,16 +44,6 @@ ORPHAN_INTERVAL = 5.0
 STOP_GRACE = 10.0
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @dataclass
 class Runner:
     pid: int
@@ -174,7 +164,7 @@ class Executor:
             executing = store.executing_on(conn, self.host + ":")
         for job_id, worker in executing:
             pid_text = worker.rpartition(":")[2]
-            if pid_text.isdigit() and _pid_alive(int(pid_text)):
+            if pid_text.isdigit() and orphans.alive(int(pid_text)):
                 continue
             self.lost(job_id, worker or "unknown")
 

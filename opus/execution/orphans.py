@@ -24,8 +24,8 @@ WATCH_INTERVAL = 5.0  # seconds
 _MARK = RUNNER_PID.encode() + b"="
 
 
-def _alive(pid: int) -> bool:
-    """A zombie is dead: its parent has not collected it yet."""
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs on this host; a zombie (dead, not yet collected) does not."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             return stat.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
@@ -56,7 +56,7 @@ def stop_orphans() -> list[int]:
             continue
         pid = int(entry.name)
         runner = _runner_of(pid)
-        if runner is None or _alive(runner):
+        if runner is None or alive(runner):
             continue
         with contextlib.suppress(ProcessLookupError, PermissionError):
             group = os.getpgid(pid)

@@ -129,9 +129,10 @@ class Execution(BaseModel):
                 "exactly one of script, command or callable must be given"
                 f" (found {', '.join(given) or 'none'})"
             )
-        if self.script and len(self.script.encode()) >= MAX_SCRIPT_BYTES:
+        script_bytes = len(self.script.encode()) if self.script else 0
+        if script_bytes >= MAX_SCRIPT_BYTES:
             raise ValueError(
-                f"script is {len(self.script.encode())} bytes, over the {MAX_SCRIPT_BYTES}"
+                f"script is {script_bytes} bytes, over the {MAX_SCRIPT_BYTES}"
                 " bash takes as one argument: keep it in a file beside the definition"
                 " and run that"
             )
