@@ -163,8 +163,9 @@ def _wait_available(server: Server, timeout: float = 30) -> None:
     while time.monotonic() < end:
         if server.process.poll() is not None:
             raise RuntimeError(f"opus serve exited:\n{server.log.read_text()}")
-        with contextlib.suppress(requests.ConnectionError):
-            response = requests.get(f"{server.url}/availability", timeout=2)
+        # a worker still loading the application answers late: wait on
+        with contextlib.suppress(requests.ConnectionError, requests.Timeout):
+            response = requests.get(f"{server.url}/availability", timeout=5)
             if response.status_code == 200 and b"<vosi:available>true" in response.content:
                 return
         time.sleep(0.1)

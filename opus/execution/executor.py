@@ -57,9 +57,13 @@ def _runner_main(context: runner.RunnerContext, channel: socket.socket) -> None:
     busy = False
 
     def on_sigterm(_signum: int, _frame: Any) -> None:
-        if busy:
-            raise runner.Shutdown()  # the job ends in ERROR, saying the server shut down
-        os._exit(0)
+        if not busy:
+            os._exit(0)
+        # The job ends in ERROR, saying the server shut down. One SIGTERM is enough: a second
+        # (the whole process group gets one, then the executor sends its own) must not cut
+        # short the killing of the job's processes or the recording of its end.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise runner.Shutdown()
 
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -104,6 +108,8 @@ class Executor:
                 ours.close()
                 _runner_main(self.context, theirs)
                 code = 0
+            except runner.Shutdown:
+                code = 0  # its job was ended, saying why
             except BaseException:
                 log.exception("runner process stopped")
             finally:
