@@ -32,7 +32,7 @@ from typing import Any
 
 import redis
 import sqlalchemy
-from uws_bench import FORM, ROOT, Client, Server, log, summary
+from uws_bench import FORM, ROOT, Client, Server, log, machine, summary
 
 PG_ADMIN = os.environ.get("OPUS_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1/postgres")
 REDIS = os.environ.get("OPUS_BENCH_REDIS", "redis://127.0.0.1:6379/9")
@@ -144,7 +144,7 @@ def main() -> int:
     engine = sqlalchemy.create_engine(server.env["OPUS_DATABASE_URL"])
     helpers: list[subprocess.Popen[bytes]] = []
     report: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count()},
+        "machine": machine(),
         "cluster": {
             "web_workers": 2,
             "celery_workers": args.workers,

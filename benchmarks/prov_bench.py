@@ -28,7 +28,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from uws_bench import FORM, ROOT, Client, Server, bench_roundtrip, job_phase, log, summary
+from uws_bench import (
+    FORM,
+    ROOT,
+    Client,
+    Server,
+    bench_roundtrip,
+    job_phase,
+    log,
+    machine,
+    summary,
+)
 
 CHAIN_JOBDEF = "opus_append"
 
@@ -148,7 +158,7 @@ def main() -> int:
     server = Server(data_dir, workers=2, executor_processes=2)
     server.env["OPUS_JOBDEF_PATH"] = str(ROOT / "tests" / "jobdefs")
     started = time.monotonic()
-    report: dict[str, Any] = {"machine": {"cpus": __import__("os").cpu_count()}}
+    report: dict[str, Any] = {"machine": machine()}
     try:
         server.start()
         report["roundtrip_ms"] = bench_roundtrip(server, 20, 50 if args.quick else 200)

@@ -71,6 +71,24 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
+def machine() -> dict[str, Any]:
+    """What the figures were measured on. `python_loop_ms` (a fixed pure-Python loop, best of
+    3) tells a slower machine from a slower OPUS when runs of different days are compared:
+    machines of the same kind here have differed by 2x and more."""
+    best = float("inf")
+    for _ in range(3):
+        begin = time.perf_counter()
+        total = 0
+        for i in range(5_000_000):
+            total += i
+        best = min(best, time.perf_counter() - begin)
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "python_loop_ms": round(best * 1000),
+    }
+
+
 def summary(values_ms: list[float]) -> dict[str, float | int]:
     return {
         "median": round(statistics.median(values_ms), 2),
@@ -453,7 +471,7 @@ def main() -> int:
     started = time.monotonic()
     report: dict[str, Any] = {
         "quick": args.quick,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "server": {
             "workers": args.workers,
             "worker_class": "gevent",
