@@ -8,6 +8,7 @@ and restart a server start their own with `start_server`.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import os
 import shutil
@@ -148,6 +149,8 @@ class Server:
             assert time.monotonic() < end, f"job still {phase} after {timeout} s"
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        self.session.close()
+        gc.collect()
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)
