@@ -102,7 +102,7 @@ def worker(args: argparse.Namespace) -> int:
     if args.concurrency == 1:
         argv.append("--pool=solo")  # the job runs in this process: no pool to feed
     if args.beat:
-        argv.append("--beat")
+        argv += ["--beat", f"--schedule={_beat_schedule()}"]
     app.worker_main(argv)
     return 0
 
@@ -111,11 +111,15 @@ def beat(args: argparse.Namespace) -> int:
     app = _celery_app()
     if app is None:
         return 2
+    app.start(["beat", "--loglevel=INFO", f"--schedule={_beat_schedule()}"])
+    return 0
+
+
+def _beat_schedule() -> Path:
+    """Where beat keeps its schedule: the data dir, not the current directory."""
     from opus.config import Settings
 
-    schedule = Settings().data_dir / "celerybeat-schedule"
-    app.start(["beat", "--loglevel=INFO", f"--schedule={schedule}"])
-    return 0
+    return Settings().data_dir / "celerybeat-schedule"
 
 
 def _session() -> Any:

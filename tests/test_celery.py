@@ -55,6 +55,7 @@ class Cluster:
         process = subprocess.Popen(
             [sys.executable, "-m", "opus.cli", *args],
             env=self.server.env,
+            cwd=self.tmp,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -62,8 +63,8 @@ class Cluster:
         self.workers.append(process)
         return process
 
-    def worker(self, concurrency: int = 2) -> subprocess.Popen[bytes]:
-        return self._spawn("worker", "--concurrency", str(concurrency))
+    def worker(self, concurrency: int = 2, *options: str) -> subprocess.Popen[bytes]:
+        return self._spawn("worker", "--concurrency", str(concurrency), *options)
 
     def beat(self) -> subprocess.Popen[bytes]:
         return self._spawn("beat")
@@ -111,6 +112,27 @@ def test_two_workers_share_a_batch(cluster: Callable[..., Cluster]) -> None:
     for url in urls:
         assert phase_of(running.server.wait_final(url, timeout=60)) == "COMPLETED"
     assert len({w.rpartition(":")[2] for w in workers_of(running.server, urls)}) == 2
+
+
+def test_a_worker_with_its_own_beat_runs_jobs_and_the_sweep(
+    cluster: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    running = cluster()
+    running.worker(1, "--beat")
+    url = running.server.create("hello", name="swept")
+    assert phase_of(running.server.wait_final(url)) == "COMPLETED"
+    response = running.server.session.post(
+        f"{url}/destruction", data={"DESTRUCTION": "2000-01-01T00:00:00Z"}, allow_redirects=False
+    )
+    assert response.status_code == 303
+    wait_for(
+        lambda: running.server.session.get(url).status_code == 404,
+        15,
+        "the sweep of the worker's beat",
+    )
+    # beat keeps its schedule in the data dir, not in the directory the worker started in
+    assert list(running.server.data_dir.glob("celerybeat-schedule*"))
+    assert not list(tmp_path.glob("celerybeat-schedule*"))
 
 
 def test_abort_stops_the_job_on_its_worker(cluster: Callable[..., Cluster]) -> None:
