@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -19,7 +19,9 @@ SHIPPED_JOBDEFS = PACKAGE_ROOT / "job_definitions"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OPUS_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="OPUS_", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     data_dir: Path = Field(default=Path("opus-data"), description="jobs, results, database")
     database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in data_dir")
@@ -32,6 +34,19 @@ class Settings(BaseSettings):
     max_wait: int = Field(default=600, ge=0, description="longest WAIT a request may block, s")
     executor_processes: int = Field(default=0, ge=0, description="0 means one per CPU")
     sweep_interval: float = Field(default=60.0, gt=0, description="destruction sweep period, s")
+    server: str = Field(
+        default="http://127.0.0.1:8080", description="the server `opus submit` and `opus jobs` use"
+    )
+    container_image_id: str = Field(
+        default="",
+        validation_alias=AliasChoices("OPUS_CONTAINER_IMAGE_ID", "CONTAINER_IMAGE_ID"),
+        description="recorded in each job's context; read from the cgroup when empty",
+    )
+    job_path: str = Field(
+        default="/usr/local/bin:/usr/bin:/bin",
+        validation_alias=AliasChoices("OPUS_JOB_PATH", "PATH"),
+        description="PATH of a job's processes: the server's own unless set",
+    )
 
     @field_validator("data_dir")
     @classmethod
