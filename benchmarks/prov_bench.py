@@ -125,7 +125,7 @@ def bench_record(server: Server, n: int) -> dict[str, Any]:
         job_id = store.job_ids_in_phase(conn, "COMPLETED", limit=1)[0]
         job = store.get_job(conn, job_id)
         parameters = store.get_parameters(conn, job_id)
-        results = [r.__dict__ for r in store.get_results(conn, job_id)]
+        results = store.get_results(conn, job_id)
     assert job is not None
     times = []
     for number in range(n):

@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import functools
 import gc
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import bottle
 from sqlalchemy import text as sql
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from opus import vosi
 from opus.config import Settings
-from opus.errors import OpusError
 from opus.execution.dispatch import Dispatcher, make_dispatcher
-from opus.execution.notify import Notifier, SocketNotifier
+from opus.execution.notify import Notifier, make_notifier
+from opus.http import XML, base_url, errors_as_text, plain_error_page, router
 from opus.jobdefs.registry import Registry, load_registry
 from opus.provsap import routes as provsap_routes
 from opus.provsap.service import ProvenanceService
 from opus.store.db import WEB_POOL, Database
 from opus.uws import routes as uws_routes
 from opus.uws.service import JobService
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,63 +36,19 @@ def build_services(settings: Settings) -> Services:
     db = Database(settings.db_url, pool_size=WEB_POOL)
     registry = load_registry(settings.jobdef_dirs)
     dispatcher = make_dispatcher(settings, db)
-    notifier: Notifier = SocketNotifier(settings.run_dir)
-    if settings.broker_url:
-        from opus.execution.redis_notify import RedisNotifier  # the [celery] extra
-
-        notifier = RedisNotifier(settings.broker_url)
+    notifier: Notifier = make_notifier(settings)
     jobs = JobService(settings, db, registry, dispatcher, notifier)
     return Services(settings, db, registry, dispatcher, jobs)
 
 
-def _plain(status: int, message: str) -> bottle.HTTPResponse:
-    return bottle.HTTPResponse(
-        body=message + "\n", status=status, headers={"Content-Type": uws_routes.TEXT}
-    )
-
-
-def _errors_as_text(callback: Callable[..., Any]) -> Callable[..., Any]:
-    """Every failure becomes a status and a one-line text: never a traceback."""
-
-    @functools.wraps(callback)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return callback(*args, **kwargs)
-        except bottle.HTTPResponse:
-            raise
-        except OpusError as exc:
-            response = _plain(exc.status, exc.message)
-            if exc.status == 401:
-                response.set_header("WWW-Authenticate", 'Bearer realm="opus"')
-            return response
-        except (OperationalError, PoolTimeout) as exc:
-            log.error(
-                "database unavailable on %s: %s", bottle.request.path, str(exc).splitlines()[0]
-            )
-            response = _plain(503, "the database is unavailable; try again later")
-            response.set_header("Retry-After", "5")
-            return response
-        except Exception:
-            log.exception("internal error on %s %s", bottle.request.method, bottle.request.path)
-            return _plain(500, "internal server error; the server log has the details")
-
-    return wrapper
-
-
-def _plain_error_page(response: bottle.HTTPError) -> str:
-    """bottle's own errors (no such route, method not allowed) as text, not an HTML page."""
-    response.set_header("Content-Type", uws_routes.TEXT)
-    return f"{response.status_line}: {bottle.request.method} {bottle.request.path}\n"
-
-
-def create_app(settings: Settings | None = None) -> bottle.Bottle:
-    services = build_services(settings or Settings())
+def create_app(settings: Settings) -> bottle.Bottle:
+    services = build_services(settings)
     app = bottle.Bottle(catchall=True)
-    app.install(_errors_as_text)
-    app.default_error_handler = _plain_error_page
+    app.install(errors_as_text)
+    app.default_error_handler = plain_error_page
     app.config["opus.services"] = services
     uws_routes.install(app, services.jobs, services.settings)
-    provsap_routes.install(app, ProvenanceService(services.db), services.jobs)
+    provsap_routes.install(app, ProvenanceService(services.db), services.jobs.job)
     _install_service_routes(app, services)
     gc.freeze()  # what exists now lives as long as the process: keep it out of GC scans
     return app
@@ -107,7 +56,7 @@ def create_app(settings: Settings | None = None) -> bottle.Bottle:
 
 def _install_service_routes(app: bottle.Bottle, services: Services) -> None:
     registry = services.registry
-    route = uws_routes.router(app)
+    route = router(app)
 
     @route("/availability")
     @route("/provsap/availability")
@@ -122,18 +71,18 @@ def _install_service_routes(app: bottle.Bottle, services: Services) -> None:
             notes.append(f"database unreachable: {type(exc).__name__}")
         notes.append(services.dispatcher.status()[1])
         notes += [f"job definition left out: {p.path.name}: {p.field}" for p in registry.problems]
-        bottle.response.content_type = uws_routes.XML
+        bottle.response.content_type = XML
         return vosi.availability(available, notes)
 
     @route("/capabilities")
     @route("/provsap/capabilities")
     def capabilities() -> bytes:
-        bottle.response.content_type = uws_routes.XML
-        return vosi.capabilities(uws_routes.base_url(), registry.names())
+        bottle.response.content_type = XML
+        return vosi.capabilities(base_url(), registry.names())
 
     @route("/jdl")
     def jdl_list() -> dict[str, Any]:
-        base = uws_routes.base_url()
+        base = base_url()
         return {
             "jobdefs": [
                 {

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from opus.config import Settings
+from opus.extras import MissingExtra, check
+from opus.phases import FINAL, Phase
+
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
 XLINK = "{http://www.w3.org/1999/xlink}"
-FINAL = ("COMPLETED", "ERROR", "ABORTED", "ARCHIVED")
-DEFAULT_SERVER = os.environ.get("OPUS_SERVER", "http://127.0.0.1:8080")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -24,10 +26,14 @@ def serve(args: argparse.Namespace) -> int:
     # at import time; both must happen in the workers, after gevent's patching.
     from gunicorn.app.base import BaseApplication
 
-    from opus.config import Settings
     from opus.jobdefs.registry import load_registry
 
     settings = Settings()
+    try:
+        check(settings)
+    except MissingExtra as exc:
+        print(f"opus: {exc}", file=sys.stderr)
+        return 2
     subprocess.run([sys.executable, "-m", "opus.store"], check=True)
     registry = load_registry(settings.jobdef_dirs)
     for problem in registry.problems:
@@ -71,14 +77,18 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _celery_app() -> Any:
-    from opus.config import Settings
-    from opus.execution.celery_app import make_celery
-    from opus.store.db import Database
-
     settings = Settings()
     if not settings.broker_url:
         print("opus: set OPUS_BROKER_URL (redis://...) to run Celery workers", file=sys.stderr)
         return None
+    try:
+        check(settings)
+    except MissingExtra as exc:
+        print(f"opus: {exc}", file=sys.stderr)
+        return None
+    from opus.execution.celery_app import make_celery
+    from opus.store.db import Database
+
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     Database(settings.db_url).create_schema()
     return make_celery(settings)
@@ -117,8 +127,6 @@ def beat(args: argparse.Namespace) -> int:
 
 def _beat_schedule() -> Path:
     """Where beat keeps its schedule: the data dir, not the current directory."""
-    from opus.config import Settings
-
     return Settings().data_dir / "celerybeat-schedule"
 
 
@@ -174,7 +182,7 @@ def submit(args: argparse.Namespace) -> int:
         print(f"{result_id}\t{href}")
     if summary["error"]:
         print(summary["error"], file=sys.stderr)
-    return 0 if summary["phase"] == "COMPLETED" else 1
+    return 0 if summary["phase"] == Phase.COMPLETED else 1
 
 
 def jobs(args: argparse.Namespace) -> int:
@@ -203,10 +211,7 @@ def jobs(args: argparse.Namespace) -> int:
 
 def prov_export(args: argparse.Namespace) -> int:
     """Write provenance files straight from the store (run on the server's machine)."""
-    from opus.config import Settings
-    from opus.execution.recording import entity_qname, job_qname
-    from opus.ids import is_id
-    from opus.provsap.service import NAMESPACES
+    from opus.ids import NAMESPACES, entity_qname, is_id, job_qname
     from opus.store.db import Database
     from opus.timeutil import parse_datetime
     from provenance.export import activity_ids, export
@@ -225,6 +230,7 @@ def prov_export(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    server = Settings().server
     top = argparse.ArgumentParser(prog="opus", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
 
@@ -246,7 +252,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("jobdef")
     p.add_argument("parameters", nargs="*", help="key=value, or key=@file to upload a file")
     p.add_argument("--wait", action="store_true", help="wait for the job to end")
-    p.add_argument("--server", default=DEFAULT_SERVER)
+    p.add_argument("--server", default=server)
     p.set_defaults(func=submit)
 
     prov = commands.add_parser("prov", help="provenance").add_subparsers(
@@ -274,7 +280,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("jobdef", nargs="?")
     p.add_argument("--phase", action="append")
     p.add_argument("--last", type=int, default=20)
-    p.add_argument("--server", default=DEFAULT_SERVER)
+    p.add_argument("--server", default=server)
     p.set_defaults(func=jobs)
     return top
 

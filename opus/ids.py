@@ -1,4 +1,5 @@
-"""Identifiers of jobs and entities: short, random, URL- and NCName-safe after a prefix."""
+"""Identifiers of jobs and entities: short, random, URL- and NCName-safe after a prefix,
+and the qualified names they take in provenance (``opus:job_<id>``, ``opus:ent_<id>``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import re
 import secrets
 
 ID_PATTERN = re.compile(r"^[a-z0-9]{16}$")
+NOT_NCNAME = re.compile(r"[^A-Za-z0-9_.-]+")
+NAMESPACES = {"opus": "urn:opus:"}  # the prefix of every qualified name OPUS records
 
 
 def new_id() -> str:
@@ -14,3 +17,16 @@ def new_id() -> str:
 
 def is_id(text: str) -> bool:
     return bool(ID_PATTERN.match(text))
+
+
+def local_name(text: str) -> str:
+    """Text made safe for the local part of a qualified name."""
+    return NOT_NCNAME.sub("_", text).strip("_") or "x"
+
+
+def job_qname(job_id: str) -> str:
+    return f"opus:job_{job_id}"
+
+
+def entity_qname(entity_id: str) -> str:
+    return f"opus:ent_{entity_id}"

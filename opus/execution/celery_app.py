@@ -1,13 +1,13 @@
 """Jobs on Celery workers (Redis broker): the same runner as the embedded executor.
 
-`opus worker` runs `app` below; each worker process runs jobs through
-runner.run_job, which claims the job (so a job dispatched twice runs once),
-enforces its execution duration and ABORT, records its provenance and marks
-it alive every few seconds. The periodic `opus.sweep` task (beat) dispatches
-QUEUED jobs that never reached the broker, or whose messages a restarted
-Redis lost; ends in ERROR the EXECUTING jobs whose worker stopped beating (or
-queues them once more, if their definition allows a retry); and destroys jobs
-past their destruction time.
+`opus worker` runs the app that `make_celery` builds (none is built at import time);
+each worker process runs jobs through runner.run_job, which claims the job (so a job
+dispatched twice runs once), enforces its execution duration and ABORT, records its
+provenance and marks it alive every few seconds. The periodic `opus.sweep` task (beat)
+dispatches QUEUED jobs that never reached the broker, or whose messages a restarted
+Redis lost; ends in ERROR the EXECUTING jobs whose worker stopped beating (or queues
+them once more, if their definition allows a retry); and destroys jobs past their
+destruction time.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from sqlalchemy.exc import OperationalError
 
 from opus.config import Settings
 from opus.execution import orphans, runner
+from opus.execution.destruction import destroy_expired
 from opus.execution.redis_notify import RedisNotifier
 from opus.jobdefs.registry import load_registry
+from opus.phases import Phase
 from opus.store import jobs as store
 from opus.store.db import Database
 from opus.timeutil import utcnow
-from opus.uws.destruction import destroy_expired
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class Sweeper:
         if self.redis.set(EPOCH_KEY, utcnow().isoformat(), nx=True):
             # Redis came back empty: the messages of QUEUED jobs may be gone with it.
             with db.read() as conn:
-                queued = store.job_ids_in_phase(conn, "QUEUED")
+                queued = store.job_ids_in_phase(conn, Phase.QUEUED)
             if queued:
                 log.warning("broker restarted empty: dispatching %d QUEUED jobs again", len(queued))
         elif self.redis.llen(QUEUE) == 0:
@@ -128,7 +129,7 @@ class Sweeper:
             # killed between fetching and claiming it). A job sent twice still runs once.
             before = utcnow() - timedelta(seconds=STRANDED_AFTER)
             with db.read() as conn:
-                stranded = store.job_ids_in_phase(conn, "QUEUED", created_before=before)
+                stranded = store.job_ids_in_phase(conn, Phase.QUEUED, created_before=before)
             if stranded:
                 log.warning("dispatching again %d QUEUED jobs the broker lost", len(stranded))
             queued = list(dict.fromkeys(failed + stranded))
@@ -141,7 +142,7 @@ class Sweeper:
             lost = store.stale_executing(conn, utcnow() - timedelta(seconds=LOST_AFTER))
         for job_id, worker in lost:
             reason = f"worker lost: {worker or 'its worker'} stopped answering"
-            if runner.lost_job(self.context, job_id, reason) == "QUEUED":
+            if runner.lost_job(self.context, job_id, reason) == Phase.QUEUED:
                 dispatch(self.app, db, job_id)
 
 
@@ -154,11 +155,11 @@ def dispatch(app: Celery, db: Database, job_id: str, failed_before: bool = False
         log.warning("job %s stays QUEUED: broker unreachable (%s)", job_id, exc)
         if not failed_before:
             with db.write() as conn:
-                store.update_job(conn, job_id, dispatch_failed=True)
+                store.mark_dispatch_failed(conn, job_id, True)
         return False
     if failed_before:
         with db.write() as conn:
-            store.update_job(conn, job_id, dispatch_failed=False)
+            store.mark_dispatch_failed(conn, job_id, False)
     return True
 
 
@@ -167,11 +168,3 @@ def _watch_orphans(**_kwargs: Any) -> None:
     """Each worker stops the processes of jobs whose runner died on its host: those of a
     pool process killed under it, or of a worker killed outright before it started."""
     orphans.watch()
-
-
-def _app_from_environment() -> Any:
-    settings = Settings()
-    return make_celery(settings) if settings.broker_url else None
-
-
-app = _app_from_environment()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from opus.config import Settings
+from opus.extras import require
 from opus.store.db import Database
 
 
@@ -93,5 +94,6 @@ class CeleryDispatcher:
 
 def make_dispatcher(settings: Settings, db: Database) -> Dispatcher:
     if settings.broker_url:
+        require("celery")
         return CeleryDispatcher(settings, db)
     return EmbeddedDispatcher(settings)

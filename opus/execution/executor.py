@@ -30,12 +30,13 @@ from sqlalchemy.exc import OperationalError
 
 from opus.config import Settings
 from opus.execution import orphans, runner
+from opus.execution.destruction import destroy_expired
 from opus.execution.dispatch import executor_socket
 from opus.execution.notify import SocketNotifier
 from opus.jobdefs.registry import load_registry
+from opus.phases import Phase
 from opus.store import jobs as store
 from opus.store.db import Database
-from opus.uws.destruction import destroy_expired
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +154,12 @@ class Executor:
 
     def lost(self, job_id: str, worker: str) -> None:
         reason = f"the process running the job ({worker}) died"
-        if runner.lost_job(self.context, job_id, reason) == "QUEUED":
+        if runner.lost_job(self.context, job_id, reason) == Phase.QUEUED:
             self.submit(job_id)
 
     def scan_queued(self) -> None:
         with self.db.read() as conn:
-            queued = store.job_ids_in_phase(conn, "QUEUED")
+            queued = store.job_ids_in_phase(conn, Phase.QUEUED)
         for job_id in queued:
             self.submit(job_id)
 

@@ -19,6 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from opus.config import Settings
+from opus.extras import require
+
 log = logging.getLogger(__name__)
 
 
@@ -26,6 +29,16 @@ class Notifier(Protocol):
     def publish(self, job_id: str) -> None: ...
 
     def listen(self, callback: Callable[[str], None]) -> None: ...
+
+
+def make_notifier(settings: Settings) -> Notifier:
+    """Redis pub/sub when jobs go through a broker (runners on other hosts), else sockets."""
+    if not settings.broker_url:
+        return SocketNotifier(settings.run_dir)
+    require("redis")
+    from opus.execution.redis_notify import RedisNotifier
+
+    return RedisNotifier(settings.broker_url)
 
 
 class SocketNotifier:

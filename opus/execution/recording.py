@@ -2,44 +2,27 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from opus import __version__
+from opus.ids import entity_qname, job_qname, local_name
 from opus.jobdefs.model import JobDefinition
 from opus.store import jobs as store
 from provenance import capture
 from provenance.model import Activity, ActivityDescription, Agent, Entity, Parameter
 
-NOT_NCNAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
-
-def local_name(text: str) -> str:
-    """Text made safe for the local part of a qualified name."""
-    return NOT_NCNAME.sub("_", text).strip("_") or "x"
-
-
-def job_qname(job_id: str) -> str:
-    return f"opus:job_{job_id}"
-
-
-def entity_qname(entity_id: str) -> str:
-    return f"opus:ent_{entity_id}"
-
-
-def _entity(row: store.EntityRecord | dict[str, Any]) -> Entity:
-    fields = row if isinstance(row, dict) else row.__dict__
+def _entity(row: store.EntityRecord) -> Entity:
     return Entity(
-        id=entity_qname(fields["id"]),
-        name=fields["file_name"],
-        location=fields["location"] or f"/store/{fields['id']}",
-        content_type=fields["content_type"],
-        size=fields["size"],
-        sha256=fields["sha256"],
-        generated_at=fields["creation_time"] if fields["origin"] == "result" else None,
-        kind=fields["origin"],
+        id=entity_qname(row.id),
+        name=row.file_name,
+        location=row.location or f"/store/{row.id}",
+        content_type=row.content_type,
+        size=row.size,
+        sha256=row.sha256,
+        generated_at=row.creation_time if row.origin == "result" else None,
+        kind=row.origin,
     )
 
 
@@ -48,11 +31,12 @@ def job_activity(
     jobdef: JobDefinition,
     parameters: list[store.ParameterValue],
     inputs: list[tuple[str, store.EntityRecord]],
-    results: list[dict[str, Any]],
+    results: list[store.EntityRecord],
     status: str,
     end_time: datetime,
     message: str | None,
     worker: str,
+    container: str = "",
 ) -> Activity:
     owner = job.owner or "anonymous"
     agents = [
@@ -122,7 +106,7 @@ def job_activity(
         comment=message,
         parameters=recorded,
         used=[(_entity(e), role) for role, e in inputs],
-        generated=[(_entity(r), str(r["role"])) for r in results],
+        generated=[(_entity(r), r.role) for r in results],
         agents=agents,
-        context=capture.context(worker, code),
+        context=capture.context(worker, code, container=container),
     )

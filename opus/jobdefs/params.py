@@ -27,16 +27,24 @@ def _number(pdef: ParameterDef, raw: str) -> int | float:
     return value
 
 
+def parse_boolean(raw: str) -> bool:
+    """true/false, yes/no, on/off, 1/0 (any case) as a bool; ValueError for anything else."""
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"{raw!r} is not a boolean (true or false)")
+
+
 def _typed(pdef: ParameterDef, raw: str) -> int | float | bool | datetime | str:
     if pdef.kind in ("integer", "real"):
         return _number(pdef, raw)
     if pdef.kind == "boolean":
-        word = raw.strip().lower()
-        if word in TRUE_WORDS:
-            return True
-        if word in FALSE_WORDS:
-            return False
-        raise ParameterError(pdef.name, f"{raw!r} is not a boolean (true or false)")
+        try:
+            return parse_boolean(raw)
+        except ValueError as exc:
+            raise ParameterError(pdef.name, str(exc)) from None
     if pdef.kind == "datetime":
         try:
             return parse_datetime(raw)
@@ -70,3 +78,13 @@ def check_value(pdef: ParameterDef, raw: str) -> str:
         if pdef.max is not None and value > _typed(pdef, pdef.max):  # type: ignore[operator]
             raise ParameterError(pdef.name, f"{raw} is above the maximum {pdef.max}")
     return raw if pdef.kind == "string" else _canonical(value)
+
+
+def python_value(pdef: ParameterDef, text: str) -> int | float | bool | str:
+    """A stored value as a callable's keyword argument: numbers and booleans typed, dates
+    and strings as text (they travel as JSON)."""
+    if pdef.kind in ("integer", "real", "boolean"):
+        value = _typed(pdef, text)
+        assert isinstance(value, int | float | bool)
+        return value
+    return text

@@ -21,6 +21,7 @@ from lxml import etree
 from pydantic import ValidationError
 
 from opus.jobdefs.model import JobDefinition, Kind
+from opus.jobdefs.params import parse_boolean
 
 KINDS: dict[str, Kind] = {
     "boolean": "boolean",
@@ -157,6 +158,13 @@ def _int_or_none(text: str | None) -> int | None:
     return int(text) if text not in (None, "") else None
 
 
+def _retry(path: Path, text: str) -> bool:
+    try:
+        return parse_boolean(text)
+    except ValueError as exc:
+        raise JobDefError(path, "retry_on_worker_loss", f"{exc}: give a valid boolean") from None
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         root = etree.parse(str(path), etree.XMLParser(resolve_entities=False, no_network=True))
@@ -189,7 +197,7 @@ def _read(path: Path) -> dict[str, Any]:
             )
             or 0,
             quote=_int_or_none(top.get("quote")),
-            retry_on_worker_loss=top.get("retryOnWorkerLoss", "false"),
+            retry_on_worker_loss=_retry(path, top.get("retryOnWorkerLoss") or "false"),
             source=str(path),
         )
         field = "script/command/callable"

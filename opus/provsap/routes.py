@@ -2,36 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import bottle
 
+from opus.http import all_params, answer, router
 from opus.provsap.service import ProvenanceService, parse
-from opus.uws.routes import router
-from opus.uws.service import JobService
 
 
-def _params() -> dict[str, list[str]]:
-    """Query and form parameters, names upper-cased (ProvSAP names are case-insensitive)."""
-    found: dict[str, list[str]] = {}
-    for source in (bottle.request.query, bottle.request.forms):
-        for key, value in source.decode().allitems():
-            found.setdefault(key.upper(), []).append(value)
-    return found
-
-
-def _answer(body: bytes, content_type: str) -> bytes:
-    bottle.response.content_type = content_type
-    return body
-
-
-def install(app: bottle.Bottle, provenance: ProvenanceService, jobs: JobService) -> None:
+def install(
+    app: bottle.Bottle, provenance: ProvenanceService, find_job: Callable[[str, str], object]
+) -> None:
+    """`find_job(jobdef, job_id)` raises NotFound for a job the caller may not see."""
     route = router(app)
 
     @route("/provsap")
     @route("/provsap", "POST")
     def provsap() -> bytes:
-        return _answer(*provenance.document(parse(_params())))
+        return answer(*provenance.document(parse(all_params())))
 
     @route("/rest/<jobdef>/<job_id>/provenance")
     def job_provenance(jobdef: str, job_id: str) -> bytes:
-        jobs.job(jobdef, job_id)  # 404 for an unknown job
-        return _answer(*provenance.job_document(job_id, parse(_params())))
+        find_job(jobdef, job_id)
+        return answer(*provenance.job_document(job_id, parse(all_params())))

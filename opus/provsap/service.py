@@ -10,13 +10,11 @@ from dataclasses import dataclass
 from typing import cast
 
 from opus.errors import NotFound, ParameterError, Unavailable
-from opus.execution.recording import entity_qname, job_qname
-from opus.ids import is_id
+from opus.ids import NAMESPACES, entity_qname, is_id, job_qname
 from opus.store.db import Database
 from provenance import document, query
-from provenance.serializers import FORMATS, GraphvizMissing, serialize
+from provenance.serializers import FORMATS, FormatUnavailable, serialize
 
-NAMESPACES = {"opus": "urn:opus:"}
 DEFAULT_FORMAT = "PROV-JSON"
 
 
@@ -130,5 +128,5 @@ def gc_paused() -> Iterator[None]:
 def _serialize(doc: document.Document, response_format: str) -> tuple[bytes, str]:
     try:
         return serialize(doc, response_format)
-    except GraphvizMissing as exc:
+    except FormatUnavailable as exc:
         raise Unavailable(f"RESPONSEFORMAT={response_format}: {exc}") from None

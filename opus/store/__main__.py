@@ -7,15 +7,24 @@ imported, and a choice made before gevent's patching would block every worker's 
 
 from __future__ import annotations
 
+import sys
+
 from opus.config import Settings
+from opus.extras import MissingExtra, check
 from opus.store.db import Database
 
 
-def main() -> None:
+def main() -> int:
     settings = Settings()
+    try:
+        check(settings)
+    except MissingExtra as exc:
+        print(f"opus: {exc}", file=sys.stderr)
+        return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     Database(settings.db_url).create_schema()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -20,16 +20,16 @@ from sqlalchemy import (
     update,
 )
 
+from opus.ids import new_id
+from opus.phases import ENDINGS, TRANSITIONS, Phase
 from opus.store import schema
 from opus.store.db import Database
+from opus.timeutil import utcnow
 
 jobs: Table = schema.jobs  # type: ignore[assignment]
 job_parameters: Table = schema.job_parameters  # type: ignore[assignment]
 entities: Table = schema.entities  # type: ignore[assignment]
 job_inputs: Table = schema.job_inputs  # type: ignore[assignment]
-
-ACTIVE_PHASES = ("PENDING", "QUEUED", "EXECUTING", "HELD", "SUSPENDED")
-FINAL_PHASES = ("COMPLETED", "ERROR", "ABORTED", "ARCHIVED")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,13 @@ class JobRecord:
     dispatch_failed: bool
     heartbeat: datetime | None
     attempts: int
+
+    @property
+    def error(self) -> str | None:
+        """The UWS error summary's message: shown for a job that ended in ERROR or ABORTED."""
+        if self.phase in (Phase.ERROR, Phase.ABORTED):
+            return self.error_message or None
+        return None
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,37 @@ class EntityRecord:
     sha256: str
     location: str | None
     creation_time: datetime
+
+
+def new_entity(
+    *,
+    job_id: str,
+    name: str,
+    origin: str,
+    path: str,
+    file_name: str,
+    content_type: str,
+    sha256: str,
+    size: int,
+    role: str | None = None,
+    location: str | None = None,
+    id: str | None = None,
+) -> EntityRecord:
+    """A stored file of a job (origin: upload, download or result), created now."""
+    return EntityRecord(
+        id=id or new_id(),
+        job_id=job_id,
+        name=name,
+        role=role or name,
+        origin=origin,
+        path=path,
+        file_name=file_name,
+        content_type=content_type,
+        size=size,
+        sha256=sha256,
+        location=location,
+        creation_time=utcnow(),
+    )
 
 
 def _job(row: Any) -> JobRecord:
@@ -134,7 +172,7 @@ def _list_filter(
     if phases:
         query = query.where(jobs.c.phase.in_(phases))
     else:
-        query = query.where(jobs.c.phase != "ARCHIVED")
+        query = query.where(jobs.c.phase != Phase.ARCHIVED)
     if after is not None:
         query = query.where(jobs.c.creation_time > after)
     if owner is not None:
@@ -170,25 +208,51 @@ def list_jobs(
     return [_job(row) for row in conn.execute(query)]
 
 
-def change_phase(
-    conn: Connection, job_id: str, to: str, allowed_from: Iterable[str], **fields: Any
-) -> bool:
-    """Move the job to phase `to` only if it is in one of `allowed_from`; True if it moved."""
+def _leaves(transition: str) -> list[str]:
+    return [str(p) for p in TRANSITIONS[transition][0]]
+
+
+def _move(conn: Connection, transition: str, job_id: str, **fields: Any) -> bool:
+    """Apply a named transition to a job still in a phase it may leave; True if it moved."""
+    leaves, to = TRANSITIONS[transition]
+    assert to is not None
     result = conn.execute(
         update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.phase.in_(list(allowed_from)))
-        .values(phase=to, **fields)
+        .where(jobs.c.id == job_id, jobs.c.phase.in_([str(p) for p in leaves]))
+        .values(phase=str(to), **fields)
     )
     return bool(result.rowcount)
+
+
+def queue(conn: Connection, job_id: str, quote: datetime | None) -> bool:
+    """PHASE=RUN: a PENDING (or HELD) job goes to QUEUED."""
+    return _move(conn, "queue", job_id, quote=quote)
+
+
+def abort(conn: Connection, job_id: str, now: datetime, message: str) -> bool:
+    """PHASE=ABORT: a job not yet ended goes to ABORTED."""
+    return _move(conn, "abort", job_id, end_time=now, error_message=message, error_type="fatal")
+
+
+def requeue_lost(conn: Connection, job_id: str) -> bool:
+    """An EXECUTING job whose runner is gone goes back to QUEUED, to run once more."""
+    return _move(conn, "requeue_lost", job_id, start_time=None, worker=None, heartbeat=None)
+
+
+def fail_lost(conn: Connection, job_id: str, now: datetime, message: str) -> bool:
+    """An EXECUTING job whose runner is gone ends in ERROR."""
+    return _move(
+        conn, "fail_lost", job_id, end_time=now, error_message=message, error_type="transient"
+    )
 
 
 # The runner's statements, built once: each job runs them, and building one costs twice
 # what running it does (SQLAlchemy coerces and keys a new statement at every call).
 _CLAIM = (
     update(jobs)
-    .where(jobs.c.id == bindparam("claimed_id"), jobs.c.phase == "QUEUED")
+    .where(jobs.c.id == bindparam("claimed_id"), jobs.c.phase.in_(_leaves("claim")))
     .values(
-        phase="EXECUTING",
+        phase=str(TRANSITIONS["claim"][1]),
         attempts=jobs.c.attempts + 1,
         start_time=bindparam("claimed_at"),
         heartbeat=bindparam("claimed_at"),
@@ -196,9 +260,9 @@ _CLAIM = (
     )
     .returning(*jobs.c)
 )
-_END = (
+_FINISH = (
     update(jobs)
-    .where(jobs.c.id == bindparam("ended_id"), jobs.c.phase == "EXECUTING")
+    .where(jobs.c.id == bindparam("ended_id"), jobs.c.phase.in_(_leaves("finish")))
     .values(
         phase=bindparam("ended_phase"),
         end_time=bindparam("ended_at"),
@@ -213,28 +277,31 @@ _PARAMETERS = (
 )
 
 
-def claim_job(conn: Connection, job_id: str, now: datetime, worker: str) -> JobRecord | None:
-    """Move a QUEUED job to EXECUTING and return it; None if it was not QUEUED (any more)."""
+def claim(conn: Connection, job_id: str, now: datetime, worker: str) -> JobRecord | None:
+    """A runner takes a QUEUED job: EXECUTING, and the job returned; None if it was not
+    QUEUED (any more): a job dispatched twice runs once."""
     row = conn.execute(
         _CLAIM, {"claimed_id": job_id, "claimed_at": now, "claimed_by": worker}
     ).first()
     return _job(row) if row else None
 
 
-def end_job(
+def finish(
     conn: Connection,
     job_id: str,
-    phase: str,
+    phase: Phase,
     now: datetime,
     error_message: str | None = None,
     error_type: str | None = None,
 ) -> bool:
-    """Move an EXECUTING job to its final phase; False if it was not EXECUTING (any more)."""
+    """The runner ends an EXECUTING job in one of ENDINGS (COMPLETED, or ERROR saying why);
+    False if it was not EXECUTING (any more: aborted, destroyed, or lost)."""
+    assert phase in ENDINGS
     result = conn.execute(
-        _END,
+        _FINISH,
         {
             "ended_id": job_id,
-            "ended_phase": phase,
+            "ended_phase": str(phase),
             "ended_at": now,
             "ended_error_message": error_message,
             "ended_error_type": error_type,
@@ -243,8 +310,28 @@ def end_job(
     return bool(result.rowcount)
 
 
-def update_job(conn: Connection, job_id: str, **fields: Any) -> None:
-    conn.execute(update(jobs).where(jobs.c.id == job_id).values(**fields))
+def set_execution_duration(conn: Connection, job_id: str, seconds: int) -> bool:
+    """Only while PENDING; False if the job is no longer PENDING."""
+    result = conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.phase == Phase.PENDING)
+        .values(execution_duration=seconds)
+    )
+    return bool(result.rowcount)
+
+
+def set_destruction(conn: Connection, job_id: str, when: datetime) -> None:
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(destruction=when))
+
+
+def beat(conn: Connection, job_id: str, now: datetime) -> None:
+    """The job's runner is alive (the sweep ends jobs whose runner stopped beating)."""
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(heartbeat=now))
+
+
+def mark_dispatch_failed(conn: Connection, job_id: str, failed: bool) -> None:
+    """Whether the sweep must send the job to the broker again."""
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(dispatch_failed=failed))
 
 
 def get_parameters(conn: Connection, job_id: str) -> list[ParameterValue]:
@@ -290,9 +377,9 @@ def get_inputs(conn: Connection, job_id: str) -> list[tuple[str, EntityRecord]]:
     return found
 
 
-def insert_entities(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(insert(entities), list(rows))
+def insert_entities(conn: Connection, records: Sequence[EntityRecord]) -> None:
+    if records:
+        conn.execute(insert(entities), [vars(r) for r in records])
 
 
 def get_entity(conn: Connection, entity_id: str) -> EntityRecord | None:
@@ -323,7 +410,7 @@ def executing_on(conn: Connection, host_prefix: str) -> list[tuple[str, str]]:
     """(job id, worker) of the EXECUTING jobs whose worker name starts with host_prefix."""
     rows = conn.execute(
         select(jobs.c.id, jobs.c.worker).where(
-            jobs.c.phase == "EXECUTING",
+            jobs.c.phase == Phase.EXECUTING,
             or_(jobs.c.worker.is_(None), jobs.c.worker.startswith(host_prefix)),
         )
     )
@@ -334,7 +421,7 @@ def stale_executing(conn: Connection, before: datetime) -> list[tuple[str, str]]
     """(job id, worker) of EXECUTING jobs whose runner has not beaten since `before`."""
     rows = conn.execute(
         select(jobs.c.id, jobs.c.worker).where(
-            jobs.c.phase == "EXECUTING",
+            jobs.c.phase == Phase.EXECUTING,
             or_(jobs.c.heartbeat.is_(None), jobs.c.heartbeat < before),
         )
     )
@@ -345,7 +432,7 @@ def undispatched(conn: Connection, limit: int = 1000) -> list[str]:
     """QUEUED jobs whose dispatch failed (the broker was unreachable)."""
     rows = conn.execute(
         select(jobs.c.id)
-        .where(jobs.c.phase == "QUEUED", jobs.c.dispatch_failed)
+        .where(jobs.c.phase == Phase.QUEUED, jobs.c.dispatch_failed)
         .order_by(jobs.c.creation_time)
         .limit(limit)
     )

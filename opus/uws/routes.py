@@ -2,52 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import bottle
 
 from opus.auth import owner_of
 from opus.config import Settings
 from opus.errors import BadRequest, ParameterError
+from opus.http import base_url, query_value, query_values, router, see_other, text, xml_body
 from opus.timeutil import format_datetime
 from opus.uws import xml
-from opus.uws.service import MAX_LIST, JobService, ListTooLong, Upload
-
-XML = "application/xml; charset=utf-8"
-TEXT = "text/plain; charset=utf-8"
-
-
-def base_url() -> str:
-    parts = bottle.request.urlparts
-    return f"{parts.scheme}://{parts.netloc}{bottle.request.script_name.rstrip('/')}"
-
-
-def text(body: str) -> str:
-    bottle.response.content_type = TEXT
-    return body
-
-
-def xml_body(body: bytes) -> bytes:
-    bottle.response.content_type = XML
-    return body
-
-
-def see_other(url: str) -> bottle.HTTPResponse:
-    return bottle.HTTPResponse(status=303, headers={"Location": url})
-
-
-def query_values(name: str) -> list[str]:
-    """All values of a query parameter, its name matched case-insensitively (DALI)."""
-    wanted = name.upper()
-    return [v for k, v in bottle.request.query.decode().allitems() if k.upper() == wanted]
-
-
-def query_value(name: str) -> str | None:
-    values = query_values(name)
-    if len(values) > 1:
-        raise ParameterError(name, "given more than once")
-    return values[0] if values else None
+from opus.uws.binding import Upload
+from opus.uws.service import MAX_LIST, JobService, ListTooLong
 
 
 def form_fields() -> tuple[list[tuple[str, str]], list[Upload]]:
@@ -70,19 +36,6 @@ def form_value(fields: list[tuple[str, str]], name: str) -> str | None:
     if len(values) > 1:
         raise ParameterError(name, "given more than once")
     return values[0] if values else None
-
-
-Handler = TypeVar("Handler", bound=Callable[..., Any])
-
-
-def router(app: bottle.Bottle) -> Callable[..., Callable[[Handler], Handler]]:
-    """app.route with types: bottle has no annotations."""
-
-    def route(path: str, method: str = "GET") -> Callable[[Handler], Handler]:
-        decorator: Callable[[Handler], Handler] = app.route(path, method)
-        return decorator
-
-    return route
 
 
 def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None:
@@ -177,8 +130,7 @@ def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None
 
     @route("/rest/<jobdef>/<job_id>/error")
     def error(jobdef: str, job_id: str) -> str:
-        found = service.job(jobdef, job_id)
-        return text(found.error_message or "" if found.phase in ("ERROR", "ABORTED") else "")
+        return text(service.job(jobdef, job_id).error or "")
 
     @route("/rest/<jobdef>/<job_id>/owner")
     def owner(jobdef: str, job_id: str) -> str:

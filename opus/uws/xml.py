@@ -85,11 +85,9 @@ def job_document(view: JobView, job_url: str) -> bytes:
         results=results(view.results, job_url),
         error_summary=(
             ErrorSummary(
-                message=job.error_message or "",
-                type=ErrorType(job.error_type or "fatal"),
-                has_detail=True,
+                message=job.error, type=ErrorType(job.error_type or "fatal"), has_detail=True
             )
-            if job.phase in ("ERROR", "ABORTED") and job.error_message
+            if job.error
             else None
         ),
     )

@@ -1,0 +1,56 @@
+"""A finished job's results: the files its definition declares, hashed and recorded."""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+
+from opus.config import Settings
+from opus.execution.failures import JobFailure
+from opus.jobdefs.model import JobDefinition
+from opus.store import jobs as store
+from opus.store.files import hash_file
+
+
+def collect_results(
+    settings: Settings, jobdef: JobDefinition, job_id: str, workdir: Path
+) -> list[store.EntityRecord]:
+    """The results the definition declares, found in the working directory, hashed."""
+    rows: list[store.EntityRecord] = []
+    seen: set[str] = set()
+    real_workdir = workdir.resolve()
+    for gen in jobdef.generated:
+        if gen.is_pattern:
+            matches = sorted(p for p in workdir.glob(gen.file_name) if p.is_file())
+        else:
+            candidate = workdir / gen.file_name
+            matches = [candidate] if candidate.is_file() else []
+        if not matches and not gen.is_pattern:
+            raise JobFailure(f"result {gen.name} ({gen.file_name}) was not produced")
+        for path in matches:
+            real = path.resolve()
+            if not real.is_relative_to(real_workdir):
+                raise JobFailure(f"result {gen.name}: {path.name} points outside the job directory")
+            relative = path.relative_to(workdir).as_posix()
+            result_id = relative if gen.is_pattern else gen.name
+            if result_id in seen:
+                continue
+            seen.add(result_id)
+            sha, size = hash_file(real)
+            content_type = gen.content_type
+            if gen.is_pattern and content_type == "application/octet-stream":
+                content_type = mimetypes.guess_type(path.name)[0] or content_type
+            rows.append(
+                store.new_entity(
+                    job_id=job_id,
+                    name=result_id,
+                    role=gen.name,
+                    origin="result",
+                    path=str(real.relative_to(settings.data_dir.resolve())),
+                    file_name=path.name,
+                    content_type=content_type,
+                    size=size,
+                    sha256=sha,
+                )
+            )
+    return rows
