@@ -9,13 +9,15 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from importlib import resources
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_JOBDEFS = PACKAGE_ROOT / "job_definitions"
+# The shipped definitions: the repository's top-level job_definitions/, installed as the
+# package data opus.job_definitions (setup.cfg maps it), editable or not.
+SHIPPED_JOBDEFS = Path(str(resources.files("opus.job_definitions")))
 
 
 class Settings(BaseSettings):
