@@ -77,60 +77,49 @@ class Binder:
         """The request's values; uploads are stored already (`discard` removes them)."""
         changes = Changes()
         try:
-            self._bind(jobdef, job_id, fields, uploads, base_url, creating, changes)
+            positions: dict[str, int] = {}
+            names = {p.name.lower(): p.name for p in jobdef.parameters}
+            names |= {u.name.lower(): u.name for u in jobdef.used}
+            for raw_name, value in fields:
+                key = raw_name.upper()
+                if creating and key in CONTROL:
+                    if key in changes.control:
+                        raise ParameterError(key, "given more than once")
+                    changes.control[key] = value
+                    continue
+                name = raw_name if raw_name in names.values() else names.get(raw_name.lower())
+                if name is None:
+                    raise ParameterError(raw_name, self._unknown(jobdef, creating))
+                position = positions.get(name, 0)
+                positions[name] = position + 1
+                used = jobdef.used_entity(name)
+                if used is None:
+                    pdef = jobdef.parameter(name)
+                    assert pdef is not None
+                    if position:
+                        raise ParameterError(name, "given more than once")
+                    checked = check_value(pdef, value)
+                    changes.parameters.append(
+                        dict(name=name, position=0, value=checked, by_reference=False)
+                    )
+                else:
+                    self._check_multiplicity(used, position)
+                    self._reference(used, value, position, changes, base_url)
+            upload_roles = {u.name.lower(): u.name for u in jobdef.used}
+            for upload in uploads:
+                role = upload_roles.get(upload.name.lower())
+                if role is None:
+                    raise ParameterError(upload.name, "no input of this definition takes a file")
+                used = jobdef.used_entity(role)
+                assert used is not None
+                position = positions.get(role, 0)
+                positions[role] = position + 1
+                self._check_multiplicity(used, position)
+                changes.add_input(role, position, self._store_upload(job_id, used, upload, changes))
         except BaseException:
             self.discard(changes)
             raise
         return changes
-
-    def _bind(
-        self,
-        jobdef: JobDefinition,
-        job_id: str,
-        fields: Sequence[tuple[str, str]],
-        uploads: Sequence[Upload],
-        base_url: str,
-        creating: bool,
-        changes: Changes,
-    ) -> None:
-        positions: dict[str, int] = {}
-        names = {p.name.lower(): p.name for p in jobdef.parameters}
-        names |= {u.name.lower(): u.name for u in jobdef.used}
-        for raw_name, value in fields:
-            key = raw_name.upper()
-            if creating and key in CONTROL:
-                if key in changes.control:
-                    raise ParameterError(key, "given more than once")
-                changes.control[key] = value
-                continue
-            name = raw_name if raw_name in names.values() else names.get(raw_name.lower())
-            if name is None:
-                raise ParameterError(raw_name, self._unknown(jobdef, creating))
-            position = positions.get(name, 0)
-            positions[name] = position + 1
-            used = jobdef.used_entity(name)
-            if used is None:
-                pdef = jobdef.parameter(name)
-                assert pdef is not None
-                if position:
-                    raise ParameterError(name, "given more than once")
-                changes.parameters.append(
-                    dict(name=name, position=0, value=check_value(pdef, value), by_reference=False)
-                )
-            else:
-                self._check_multiplicity(used, position)
-                self._reference(used, value, position, changes, base_url)
-        upload_roles = {u.name.lower(): u.name for u in jobdef.used}
-        for upload in uploads:
-            role = upload_roles.get(upload.name.lower())
-            if role is None:
-                raise ParameterError(upload.name, "no input of this definition takes a file")
-            used = jobdef.used_entity(role)
-            assert used is not None
-            position = positions.get(role, 0)
-            positions[role] = position + 1
-            self._check_multiplicity(used, position)
-            changes.add_input(role, position, self._store_upload(job_id, used, upload, changes))
 
     @staticmethod
     def _unknown(jobdef: JobDefinition, creating: bool) -> str:
