@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 from lxml import etree
-from tests.servers import ROOT, TEST_DATABASE, database_url, free_port
 
 from opus.phases import FINAL, Phase
+from tests.servers import ROOT, TEST_DATABASE, database_url, free_port
 
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
 
@@ -118,3 +118,21 @@ def test_an_installed_wheel_serves_hello_and_runs_it(installed: Path, tmp_path: 
             assert time.monotonic() < end, f"still {phase}"
         assert phase == Phase.COMPLETED, etree.tostring(doc)
         assert "Ada" in requests.get(f"{job}/results/greeting", timeout=10).text
+
+
+def test_a_setting_that_needs_a_missing_extra_says_which(installed: Path, tmp_path: Path) -> None:
+    """The base install has no Celery: asking for a broker stops at once, naming the extra."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPUS_", "PYTHON"))}
+    env |= {"OPUS_DATA_DIR": str(tmp_path), "OPUS_BROKER_URL": "redis://127.0.0.1:1/0"}
+    for command in (["serve", "--port", str(free_port())], ["worker"]):
+        done = subprocess.run(
+            [str(installed / "bin" / "opus"), *command],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "pip install 'opus-uws[celery]'" in done.stderr
+        assert "Traceback" not in done.stderr
