@@ -27,11 +27,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from provenance import store
 from provenance.model import Activity
 
+__all__ = ["PACKAGES", "context", "context_qname", "git_commit", "record"]
+
 PACKAGES = ("opus-uws", "prov", "sqlalchemy", "astropy", "numpy", "gammapy", "celery")
 
 
 @functools.cache
 def _static_context() -> dict[str, str]:
+    """What does not change in this process: Python, platform, host, package versions and
+    the container id found in the cgroup (read once; never the environment)."""
     context = {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -42,7 +46,7 @@ def _static_context() -> dict[str, str]:
             context[f"package:{name}"] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
-    image = os.environ.get("CONTAINER_IMAGE_ID") or _container_id()
+    image = _container_id()
     if image:
         context["container"] = image
     return context
@@ -65,7 +69,15 @@ def _container_id() -> str:
 
 @functools.cache
 def git_commit(folder: str) -> str:
-    """The git commit of the code in `folder`, when it is in a git checkout ('' if not)."""
+    """The git commit of the code in a folder (cached per folder).
+
+    Args:
+        folder: A folder, in a git checkout or not.
+
+    Returns:
+        The commit id of HEAD, or '' when `folder` is not in a git checkout (or git is
+        missing).
+    """
     try:
         result = subprocess.run(
             ["git", "-C", folder, "rev-parse", "HEAD"],
@@ -79,9 +91,25 @@ def git_commit(folder: str) -> str:
     return result.stdout.strip() if result.returncode == 0 else ""
 
 
-def context(worker: str, code_folder: str | None = None) -> dict[str, str]:
-    """The execution context of an activity run by `worker` with code from `code_folder`."""
+def context(
+    worker: str, code_folder: str | None = None, *, container: str | None = None
+) -> dict[str, str]:
+    """The execution context of an activity, for `Activity.context`.
+
+    Args:
+        worker: A name for what runs the activity (e.g. a worker or host name).
+        code_folder: The folder of the code run; its git commit is added when it is in a
+            git checkout.
+        container: The container image (or container) id, as the caller knows it; when
+            None or empty, the container id found in the cgroup, if any.
+
+    Returns:
+        Key/value pairs: python, platform, host, package:<name> versions, container,
+        worker, pid and git_commit (those that are known).
+    """
     found = dict(_static_context(), worker=worker, pid=str(os.getpid()))
+    if container:
+        found["container"] = container
     if code_folder:
         commit = git_commit(code_folder)
         if commit:
@@ -181,7 +209,15 @@ def _on_rollback(conn: Connection) -> None:
 
 
 def context_qname(activity: Activity) -> str:
-    """Contexts are identified by their content, so identical ones are stored once."""
+    """The identifier of an activity's context, from its content (identical contexts are
+    stored once).
+
+    Args:
+        activity: The activity, whose id gives the prefix.
+
+    Returns:
+        A qualified name, ``<prefix of the activity id>:context_<digest>``.
+    """
     digest = hashlib.sha256(json.dumps(sorted(activity.context.items())).encode()).hexdigest()
     return f"{activity.id.partition(':')[0]}:context_{digest[:16]}"
 
@@ -193,8 +229,19 @@ def record(
 ) -> None:
     """Write an activity's provenance in the caller's transaction (once per activity).
 
-    `also`: rows of the caller's own tables to insert in the same batch (on PostgreSQL one
-    round trip for all)."""
+    Entities, agents, descriptions and contexts already stored are kept as they are; the
+    rows are committed or rolled back with the caller's transaction.
+
+    Args:
+        conn: A connection inside a transaction (e.g. from ``engine.begin()``), on a
+            database with the tables of `provenance.store.metadata`.
+        activity: The activity and everything it touched.
+        also: Rows of the caller's own tables, ``(table, rows)``, to insert in the same
+            batch (on PostgreSQL one round trip for all).
+
+    Returns:
+        None.
+    """
     stored = _stored_keys(conn.engine)
     written = _pending.setdefault(conn, set())
 

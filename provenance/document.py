@@ -26,6 +26,8 @@ from provenance import store
 from provenance.model import VOPROV
 from provenance.query import Selection
 
+__all__ = ["AGENT_TYPES", "Document", "Model", "QName", "Record", "build", "to_prov"]
+
 Model = Literal["IVOA", "W3C"]
 AGENT_TYPES = {
     "Person": "prov:Person",
@@ -40,6 +42,8 @@ class QName(str):
 
 @dataclass
 class Record:
+    """One PROV record: an element or a relation, with its attributes in order."""
+
     kind: str  # activity, entity, agent, used, wasGeneratedBy, wasAssociatedWith, ...
     id: str | None  # None for a relation: it gets a blank-node id when written
     formal: dict[str, Any]  # PROV-JSON's formal attributes (prov:activity, prov:time, ...)
@@ -48,11 +52,23 @@ class Record:
 
 @dataclass
 class Document:
+    """A provenance document: its namespaces (prefix -> URI) and its records."""
+
     namespaces: dict[str, str]
     records: list[Record] = field(default_factory=list)
 
     def add(self, kind: str, id: str | None, formal: dict[str, Any], **attributes: Any) -> None:
-        """A record; attribute names are written prefix__name, empty values left out."""
+        """Append a record; attribute names are written prefix__name, empty values left out.
+
+        Args:
+            kind: The PROV record kind (activity, entity, used, wasGeneratedBy...).
+            id: The record's qualified name; None for a relation.
+            formal: PROV-JSON's formal attributes (None values left out).
+            **attributes: Other attributes, e.g. ``prov__label="step"`` for prov:label.
+
+        Returns:
+            None.
+        """
         pairs = [
             (_attribute_name(key), value)
             for key, value in attributes.items()
@@ -76,6 +92,18 @@ def _rows(conn: Connection, table: Any, column: Any, ids: set[str]) -> list[Any]
 def build(
     conn: Connection, chosen: Selection, namespaces: Mapping[str, str], model: Model = "IVOA"
 ) -> Document:
+    """The provenance document of the records selected, read from the database.
+
+    Args:
+        conn: A connection to the provenance tables.
+        chosen: The records to show (from `provenance.query`).
+        namespaces: Prefix -> URI of the prefixes of the ids (voprov is added).
+        model: IVOA adds the descriptions, parameters and context of the activities
+            (as voprov-typed PROV records); W3C leaves them out.
+
+    Returns:
+        The Document, ready for `provenance.serializers.serialize`.
+    """
     doc = Document(dict(namespaces) | {"voprov": VOPROV})
     activities = _rows(conn, store.activities, store.activities.c.id, chosen.activities)
     for row in activities:
@@ -247,7 +275,14 @@ PROV_METHODS = {"wasDerivedFrom": "wasDerivedFrom", "wasInfluencedBy": "influenc
 
 
 def to_prov(doc: Document) -> ProvDocument:
-    """The same document as a prov 3 ProvDocument (for PROV-N, PROV-XML and graphs)."""
+    """The same document as a prov 3 ProvDocument (for PROV-N, PROV-XML and graphs).
+
+    Args:
+        doc: The provenance document.
+
+    Returns:
+        An equal prov.model.ProvDocument.
+    """
     prov_doc = ProvDocument()
     for prefix, uri in doc.namespaces.items():
         prov_doc.add_namespace(prefix, uri)

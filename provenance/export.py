@@ -16,6 +16,8 @@ from sqlalchemy import Connection, select
 from provenance import document, query, store
 from provenance.serializers import serialize
 
+__all__ = ["EXTENSIONS", "Reader", "activity_ids", "export"]
+
 EXTENSIONS = {
     "PROV-JSON": ".json",
     "PROV-N": ".provn",
@@ -29,7 +31,15 @@ Reader = Callable[[], AbstractContextManager[Connection]]
 
 
 def activity_ids(read: Reader, since: datetime | None = None) -> Iterator[str]:
-    """Ids of the recorded activities (ended at or after `since`), oldest first, in batches."""
+    """Ids of the recorded activities, oldest first, read in batches.
+
+    Args:
+        read: Opens a connection to the provenance tables (e.g. ``engine.connect``).
+        since: Only the activities ended at or after this time; None: all.
+
+    Returns:
+        An iterator over the activity ids.
+    """
     last: tuple[datetime, str] | None = None
     while True:
         query_ = select(store.activities.c.id, store.activities.c.start_time).order_by(
@@ -58,8 +68,20 @@ def export(
     namespaces: Mapping[str, str],
     model: document.Model = "IVOA",
 ) -> int:
-    """Write one file per (kind, id): an activity with what it used and generated, or an
-    entity with its whole lineage; and index.csv. How many files were written."""
+    """Write one file per (kind, id), and index.csv (kind, id, file, bytes, sha256).
+
+    Args:
+        read: Opens a connection to the provenance tables (e.g. ``engine.connect``).
+        items: ``("activity", id)``: the activity with what it used and generated;
+            ``("entity", id)``: the entity with its whole lineage.
+        folder: Where to write (created if needed).
+        response_format: A format of `provenance.serializers.FORMATS`.
+        namespaces: Prefix -> URI of the prefixes of the ids.
+        model: IVOA or W3C, as in `provenance.document.build`.
+
+    Returns:
+        How many files were written (index.csv not counted).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     extension = EXTENSIONS[response_format]
     count = 0

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+__all__ = ["VOPROV", "Activity", "ActivityDescription", "Agent", "AgentType", "Entity", "Parameter"]
+
 VOPROV = "http://www.ivoa.net/documents/ProvenanceDM/ns/voprov/"
 
 AgentType = Literal["Person", "SoftwareAgent", "Organization"]
@@ -17,6 +19,8 @@ AgentType = Literal["Person", "SoftwareAgent", "Organization"]
 
 @dataclass(frozen=True)
 class ActivityDescription:
+    """What kind of activity this is (shared by every run of it): name, version, type..."""
+
     id: str
     name: str
     version: str = ""
@@ -28,6 +32,8 @@ class ActivityDescription:
 
 @dataclass(frozen=True)
 class Entity:
+    """A file or value used or generated; `location`, `size` and `sha256` when known."""
+
     id: str
     name: str
     location: str | None = None
@@ -40,6 +46,8 @@ class Entity:
 
 @dataclass(frozen=True)
 class Agent:
+    """Who or what is responsible for an activity (a person, software or organization)."""
+
     id: str
     type: AgentType
     name: str

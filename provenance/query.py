@@ -18,6 +18,8 @@ from sqlalchemy import String as SqlString
 
 from provenance import store
 
+__all__ = ["Direction", "Selection", "activity_records", "known_ids", "select_records", "walk"]
+
 Direction = Literal["BACK", "FORTH"]
 
 
@@ -47,7 +49,17 @@ def _edges(direction: Direction) -> Any:
 def walk(
     conn: Connection, start: Iterable[str], depth: int | None, direction: Direction
 ) -> set[str]:
-    """Every node within `depth` hops of the start nodes (None: no limit), start included."""
+    """The lineage graph walked from some nodes.
+
+    Args:
+        conn: A connection to the provenance tables.
+        start: Ids of the entities or activities to start from.
+        depth: Hops at most (entity -> activity or activity -> entity); None: no limit.
+        direction: BACK to precursors, FORTH to descendants.
+
+    Returns:
+        The ids of every node reached, the start nodes included.
+    """
     starts = sorted(set(start))
     if not starts:
         return set()
@@ -77,7 +89,18 @@ def select_records(
     direction: Direction,
     with_agents: bool = True,
 ) -> Selection:
-    """The activities, entities and agents to show for a ProvSAP-style request."""
+    """The activities, entities and agents to show for a ProvSAP-style request.
+
+    Args:
+        conn: A connection to the provenance tables.
+        ids: Ids of the entities or activities asked for.
+        depth: Hops at most, as in `walk`; None: no limit.
+        direction: BACK to precursors, FORTH to descendants.
+        with_agents: Also the agents associated with the activities reached.
+
+    Returns:
+        The Selection of the records found.
+    """
     nodes = walk(conn, ids, depth, direction)
     chosen = list(nodes)
     found = Selection()
@@ -111,14 +134,31 @@ def _present(conn: Connection, table: Any, ids: list[str]) -> set[str]:
 
 
 def activity_records(conn: Connection, activity_id: str, with_agents: bool = True) -> Selection:
-    """An activity with what it used, what it generated and its agents (one hop each way)."""
+    """An activity with what it used, what it generated and its agents.
+
+    Args:
+        conn: A connection to the provenance tables.
+        activity_id: The id of the activity.
+        with_agents: Also the agents associated with the activity.
+
+    Returns:
+        The Selection of the activity and the records one hop from it each way.
+    """
     chosen = select_records(conn, [activity_id], 1, "BACK", with_agents)
     chosen.entities |= select_records(conn, [activity_id], 1, "FORTH", with_agents).entities
     return chosen
 
 
 def known_ids(conn: Connection, ids: Iterable[str]) -> set[str]:
-    """Which of `ids` name a recorded activity, entity or agent."""
+    """Which ids name a recorded record.
+
+    Args:
+        conn: A connection to the provenance tables.
+        ids: Qualified names.
+
+    Returns:
+        Those of `ids` that are the id of a stored activity, entity or agent.
+    """
     wanted = list(set(ids))
     queries = [
         select(table.c.id).where(table.c.id.in_(wanted))

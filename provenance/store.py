@@ -17,6 +17,21 @@ from sqlalchemy import (
     Text,
 )
 
+__all__ = [
+    "ID",
+    "activities",
+    "activity_descriptions",
+    "agents",
+    "associations",
+    "contexts",
+    "derivations",
+    "entities",
+    "generations",
+    "metadata",
+    "parameters",
+    "used",
+]
+
 metadata = MetaData()
 
 ID = 160  # length of a qualified-name identifier

@@ -1,12 +1,17 @@
 """Serializations of a provenance document: PROV-JSON and PROV-VOTABLE written directly,
-PROV-N and PROV-XML by prov 3, PROV-SVG by graphviz."""
+PROV-N and PROV-XML by prov 3, PROV-SVG by graphviz.
+
+A format whose program or Python package is missing (PROV-SVG without graphviz's
+``dot`` or without ``prov[dot]``) raises FormatUnavailable when it is asked for; the
+others are not affected.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from provenance.document import Document, to_prov
-from provenance.serializers.graph import GraphvizMissing, to_svg
+from provenance.serializers.graph import FormatUnavailable, GraphvizMissing, to_svg
 from provenance.serializers.provjson import to_json
 from provenance.serializers.votable import to_votable
 
@@ -28,10 +33,23 @@ FORMATS: dict[str, tuple[Callable[[Document], bytes], str]] = {
     "PROV-SVG": (to_svg, "image/svg+xml"),
 }
 
-__all__ = ["FORMATS", "GraphvizMissing", "serialize"]
+__all__ = ["FORMATS", "FormatUnavailable", "GraphvizMissing", "serialize"]
 
 
 def serialize(doc: Document, response_format: str) -> tuple[bytes, str]:
-    """The document in one of FORMATS, and its content type."""
+    """Serialize a document in one of FORMATS.
+
+    Args:
+        doc: The provenance document (from `provenance.document.build`).
+        response_format: A key of FORMATS: PROV-JSON, PROV-N, PROV-XML, PROV-VOTABLE
+            or PROV-SVG.
+
+    Returns:
+        The serialized document and its content type.
+
+    Raises:
+        KeyError: `response_format` is not a key of FORMATS.
+        FormatUnavailable: The format needs a program or package that is missing.
+    """
     write, content_type = FORMATS[response_format]
     return write(doc), content_type

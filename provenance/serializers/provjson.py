@@ -15,6 +15,8 @@ import orjson
 
 from provenance.document import Document, QName
 
+__all__ = ["to_json"]
+
 FORMAL_TIMES = {"prov:startTime", "prov:endTime", "prov:time"}
 
 
@@ -34,6 +36,14 @@ def _value(value: Any) -> Any:
 
 
 def to_json(doc: Document) -> bytes:
+    """Write a document as PROV-JSON.
+
+    Args:
+        doc: The provenance document.
+
+    Returns:
+        The PROV-JSON text, UTF-8.
+    """
     out: dict[str, Any] = {"prefix": dict(doc.namespaces)}
     blank = 0
     for record in doc.records:

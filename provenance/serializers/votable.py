@@ -16,6 +16,8 @@ from lxml import etree
 
 from provenance.document import Document, Record
 
+__all__ = ["VOTABLE_NS", "to_votable"]
+
 VOTABLE_NS = "http://www.ivoa.net/xml/VOTable/v1.3"
 
 Getter = Callable[[Record], Any]
@@ -208,6 +210,14 @@ def _tag(name: str) -> str:
 
 
 def to_votable(doc: Document) -> bytes:
+    """Write a document as PROV-VOTABLE.
+
+    Args:
+        doc: The provenance document.
+
+    Returns:
+        The VOTable 1.3 XML, UTF-8, one TABLE per ProvDM class present.
+    """
     rows: dict[str, list[Record]] = {name: [] for name, _, _ in TABLES}
     for record in doc.records:
         kind = _table_of(record)
