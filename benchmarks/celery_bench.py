@@ -30,9 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests, opus
+
 import redis
 import sqlalchemy
-from uws_bench import FORM, ROOT, Client, Server, log, machine, summary
+from uws_bench import FORM, Client, log, machine, summary
+
+from tests.servers import ROOT, Server, launch
 
 PG_ADMIN = os.environ.get("OPUS_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1/postgres")
 REDIS = os.environ.get("OPUS_BENCH_REDIS", "redis://127.0.0.1:6379/9")
@@ -139,9 +143,9 @@ def main() -> int:
     args = parser.parse_args()
     redis.Redis.from_url(REDIS).flushdb()
     data_dir = Path(tempfile.mkdtemp(prefix="opus-celery-bench-"))
-    server = Server(data_dir, workers=2, executor_processes=2)
-    server.env |= {"OPUS_BROKER_URL": REDIS, "OPUS_DATABASE_URL": fresh_database()}
-    engine = sqlalchemy.create_engine(server.env["OPUS_DATABASE_URL"])
+    database_url = fresh_database()
+    engine = sqlalchemy.create_engine(database_url)
+    server: Server | None = None
     helpers: list[subprocess.Popen[bytes]] = []
     report: dict[str, Any] = {
         "machine": machine(),
@@ -154,7 +158,17 @@ def main() -> int:
         "targets": {"completed_per_s": 150, "dispatch_ms_median": 30},
     }
     try:
-        server.start()
+        server = launch(
+            data_dir,
+            {
+                "OPUS_JOBDEF_PATH": "",  # the shipped job definitions only
+                "OPUS_EXECUTOR_PROCESSES": "2",
+                "OPUS_BROKER_URL": REDIS,
+                "OPUS_DATABASE_URL": database_url,
+            },
+            workers=2,
+            timeout=60,
+        )
         helpers = [
             spawn(server, "worker", "--concurrency", str(args.concurrency))
             for _ in range(args.workers)
@@ -170,7 +184,8 @@ def main() -> int:
             os.killpg(helper.pid, signal.SIGTERM)
         for helper in helpers:
             helper.wait(30)
-        server.stop()
+        if server is not None:
+            server.stop()
         engine.dispose()
         shutil.rmtree(data_dir, ignore_errors=True)
     print(json.dumps(report))

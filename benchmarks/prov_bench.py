@@ -28,17 +28,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests, opus, provenance
+
 from uws_bench import (
     FORM,
-    ROOT,
     Client,
-    Server,
     bench_roundtrip,
     job_phase,
     log,
     machine,
     summary,
 )
+
+from tests.servers import Server, launch
 
 CHAIN_JOBDEF = "opus_append"
 
@@ -106,7 +108,6 @@ def bench_provsap(server: Server, entity: str, n: int, length: int) -> dict[str,
 def bench_record(server: Server, n: int) -> dict[str, Any]:
     """Recording one hello job (a new activity each time, as the runner records each job
     once), in-process, on a copy of the server's database."""
-    sys.path.insert(0, str(ROOT))
     from opus.config import Settings
     from opus.execution.recording import job_activity
     from opus.jobdefs.registry import load_registry
@@ -155,12 +156,21 @@ def main() -> int:
     args = parser.parse_args()
     chain = 100 if args.quick else args.chain
     data_dir = Path(tempfile.mkdtemp(prefix="opus-prov-bench-"))
-    server = Server(data_dir, workers=2, executor_processes=2)
-    server.env["OPUS_JOBDEF_PATH"] = str(ROOT / "tests" / "jobdefs")
     started = time.monotonic()
     report: dict[str, Any] = {"machine": machine()}
+    server: Server | None = None
     try:
-        server.start()
+        # the test job definitions (opus_append), the default SQLite database (copied by
+        # bench_record)
+        server = launch(
+            data_dir,
+            {
+                "OPUS_EXECUTOR_PROCESSES": "2",
+                "OPUS_DATABASE_URL": f"sqlite:///{data_dir / 'opus.sqlite'}",
+            },
+            workers=2,
+            timeout=60,
+        )
         report["roundtrip_ms"] = bench_roundtrip(server, 20, 50 if args.quick else 200)
         report["record_ms"] = bench_record(server, 200)
         log(f"chain of {chain} jobs")
@@ -169,7 +179,8 @@ def main() -> int:
         report["chain"] = {"jobs": chain, "seconds": round(time.monotonic() - begin, 1)}
         report["provsap_all_ms"] = bench_provsap(server, last, 5 if args.quick else 10, chain)
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
     report["targets"] = {"record_share_of_roundtrip": 0.20, "provsap_all_json_ms": 200}
     report["record_share_of_roundtrip"] = round(

@@ -20,7 +20,6 @@ the end, on error too. Client, wrk and server share the machine's CPUs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
 import os
@@ -28,8 +27,6 @@ import platform
 import re
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,8 +39,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as `python3 benchmarks/uws_bench.py`: tests, opus
+
+from opus.phases import FINAL  # noqa: E402
+from tests.servers import Server, launch  # noqa: E402
+
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
-FINAL = ("COMPLETED", "ERROR", "ABORTED", "ARCHIVED")
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 LIST_SIZE = 100_000
 TARGETS = {
@@ -56,12 +57,6 @@ TARGETS = {
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -97,75 +92,19 @@ def summary(values_ms: list[float]) -> dict[str, float | int]:
     }
 
 
-class Server:
-    def __init__(self, data_dir: Path, workers: int, executor_processes: int) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.host = "127.0.0.1"
-        self.url = f"http://{self.host}:{self.port}"
-        self.log_path = data_dir / "serve.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPUS_")}
-        env |= {
-            "OPUS_DATA_DIR": str(data_dir),
+def start_server(data_dir: Path, workers: int, executor_processes: int) -> Server:
+    """`opus serve` on data_dir with the default SQLite database and the shipped job
+    definitions only; available when this returns."""
+    return launch(
+        data_dir,
+        {
+            "OPUS_JOBDEF_PATH": "",
             "OPUS_EXECUTOR_PROCESSES": str(executor_processes),
-        }
-        self.env = env
-        self.workers = workers
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "opus.cli",
-                "serve",
-                "--host",
-                self.host,
-                "--port",
-                str(self.port),
-                "--workers",
-                str(self.workers),
-            ],
-            env=self.env,
-            cwd=ROOT,
-            stdout=self.log_path.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"opus serve exited:\n{self.log_path.read_text()}")
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
-                try:
-                    conn.request("GET", "/availability")
-                    response = conn.getresponse()
-                    body = response.read()
-                    if response.status == 200 and b"<vosi:available>true" in body:
-                        return
-                finally:
-                    conn.close()
-            time.sleep(0.1)
-        raise RuntimeError(f"opus serve did not become available:\n{self.log_path.read_text()}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    @property
-    def db_url(self) -> str:
-        return f"sqlite:///{self.data_dir / 'opus.sqlite'}"
+            "OPUS_DATABASE_URL": f"sqlite:///{data_dir / 'opus.sqlite'}",
+        },
+        workers=workers,
+        timeout=60,
+    )
 
 
 class Client:
@@ -467,7 +406,8 @@ def main() -> int:
     n_roundtrip = 50 if args.quick else 200
     wrk_seconds = 5 if args.quick else 10
     work = Path(tempfile.mkdtemp(prefix="opus-bench-"))
-    server = Server(work / "data", args.workers, args.executor_processes)
+    data_dir = work / "data"
+    server: Server | None = None
     started = time.monotonic()
     report: dict[str, Any] = {
         "quick": args.quick,
@@ -480,10 +420,9 @@ def main() -> int:
         },
     }
     try:
-        log(f"starting opus serve on {server.url}, data in {server.data_dir}")
-        server.start()
-        assert server.process is not None
-        log(f"server process group {server.process.pid}")
+        log(f"starting opus serve, data in {data_dir}")
+        server = start_server(data_dir, args.workers, args.executor_processes)
+        log(f"opus serve on {server.url}, process group {server.process.pid}")
         report["roundtrip_ms"] = bench_roundtrip(server, 20, n_roundtrip)
         log(f"roundtrip_ms: {report['roundtrip_ms']}")
         create = bench_create(server, wrk_seconds, work)
@@ -504,9 +443,13 @@ def main() -> int:
         }
         log(f"last100: {last}")
     finally:
-        run_end = log_size(server.log_path)
-        server.stop()
-        report["server_log"] = scan_log(server.log_path, run_end)
+        # launch stops a server that never became available (its log is in the error)
+        logs = data_dir.glob("serve-*.log")
+        server_log = server.log if server else next(logs, data_dir / "serve.log")
+        run_end = log_size(server_log)
+        if server is not None:
+            server.stop()
+        report["server_log"] = scan_log(server_log, run_end)
         report["elapsed_s"] = round(time.monotonic() - started, 1)
         report["targets"] = TARGETS
         if args.keep:

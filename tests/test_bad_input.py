@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import requests
-from conftest import Server
+
+from tests.servers import Server
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import IN_CI, Server, free_port
-from test_execution import (
+
+from opus.execution.celery_app import EPOCH_KEY, QUEUE, STRANDED_AFTER
+from tests.servers import IN_CI, Server, free_port
+from tests.test_execution import (
     attempts,
     pid_alive,
     started_attempt,
@@ -25,8 +27,6 @@ from test_execution import (
     wait_for,
     workers_of,
 )
-
-from opus.execution.celery_app import EPOCH_KEY, QUEUE, STRANDED_AFTER
 
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
 SHARED_REDIS = os.environ.get("OPUS_TEST_REDIS", "redis://127.0.0.1:6379/7")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import ROOT, Server
+from tests.servers import ROOT, Server
 
 
 def opus(*args: str) -> subprocess.CompletedProcess[str]:

@@ -10,10 +10,10 @@ import configparser
 import re
 
 import yaml
-from conftest import ROOT
 
 from opus.cli import parser
 from opus.config import Settings
+from tests.servers import ROOT
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]

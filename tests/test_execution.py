@@ -13,7 +13,8 @@ from typing import Any
 
 import requests
 import sqlalchemy
-from conftest import Server
+
+from tests.servers import Server
 
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
 

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Server
 from lxml import etree
+
+from tests.servers import Server
 
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
 

@@ -6,13 +6,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TEST_JOBDEFS, have
 
 from opus.errors import ParameterError
 from opus.jobdefs.model import ParameterDef
 from opus.jobdefs.params import check_value
 from opus.jobdefs.registry import load_registry
 from opus.jobdefs.votable import JobDefError, load_votable
+from tests.servers import ROOT, TEST_JOBDEFS, have
 
 SHIPPED = ROOT / "job_definitions"
 

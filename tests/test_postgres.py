@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable, Iterator
 
 import sqlalchemy
-from conftest import POSTGRES, Server
-from test_execution import started_sleeper
+
+from tests.servers import POSTGRES, Server
+from tests.test_execution import started_sleeper
 
 PHASE = "{http://www.ivoa.net/xml/UWS/v1.0}phase"
 

@@ -16,8 +16,9 @@ import prov
 import prov.model
 import pytest
 import requests
-from conftest import Server, have
 from lxml import etree
+
+from tests.servers import Server, have
 
 SCHEMAS = Path(prov.__file__).parent / "tests" / "schemas"
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import prov
 import prov.model
 import pytest
-from conftest import ROOT
 from sqlalchemy import Connection, create_engine, func, select
 
 from provenance import capture, document, query, store
 from provenance.document import to_prov
 from provenance.model import Activity, ActivityDescription, Agent, Entity, Parameter
 from provenance.serializers import serialize
+from tests.servers import ROOT
 
 NOW = datetime(2026, 1, 1, 12, 0, 0)
 DESCRIPTION = ActivityDescription("ex:step_1", "step", "1", "test")

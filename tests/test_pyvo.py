@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from tests.conftest import Server
+from tests.servers import Server
 
 pyvo = pytest.importorskip("pyvo")
 from pyvo.dal import DALQueryError  # noqa: E402

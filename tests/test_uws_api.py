@@ -13,7 +13,7 @@ import requests
 from lxml import etree
 
 from opus.store import schema
-from tests.conftest import Server, assert_valid, load_schema, require_shared
+from tests.servers import Server, assert_valid, load_schema, require_shared
 
 UWS_NS = "http://www.ivoa.net/xml/UWS/v1.0"
 XLINK_NS = "http://www.w3.org/1999/xlink"
@@ -747,9 +747,9 @@ def test_vosi_availability_and_capabilities(server: Server) -> None:
 
 
 class _NamespaceUrlResolver(etree.Resolver):
-    """Like conftest's resolver, and also maps namespace-style schema locations
+    """Like the resolver of tests.servers, and also maps namespace-style schema locations
     (http://www.ivoa.net/xml/VOResource/v1.0 -> VOResource-v1.0.xsd), which the
-    VOSICapabilities schema uses and conftest.load_schema cannot resolve."""
+    VOSICapabilities schema uses and load_schema cannot resolve."""
 
     def __init__(self, folder: Path) -> None:
         super().__init__()

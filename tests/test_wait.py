@@ -6,8 +6,9 @@ import threading
 import time
 
 import requests
-from conftest import Server
 from lxml import etree
+
+from tests.servers import Server
 
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
 

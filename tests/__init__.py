@@ -1,0 +1,1 @@
+"""The OPUS test suite; shared helpers are in tests.servers."""
