@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Select,
     Table,
@@ -208,17 +209,20 @@ def list_jobs(
     return [_job(row) for row in conn.execute(query)]
 
 
-def _leaves(transition: str) -> list[str]:
-    return [str(p) for p in TRANSITIONS[transition][0]]
+def _may_leave(transition: str) -> ColumnElement[bool]:
+    """The job is in a phase the transition may leave: `phase = X` when there is one (the
+    runner's claim and finish, on every job's path), else `phase IN (...)`."""
+    leaves = sorted(str(p) for p in TRANSITIONS[transition][0])
+    return jobs.c.phase == leaves[0] if len(leaves) == 1 else jobs.c.phase.in_(leaves)
 
 
 def _move(conn: Connection, transition: str, job_id: str, **fields: Any) -> bool:
     """Apply a named transition to a job still in a phase it may leave; True if it moved."""
-    leaves, to = TRANSITIONS[transition]
+    to = TRANSITIONS[transition][1]
     assert to is not None
     result = conn.execute(
         update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.phase.in_([str(p) for p in leaves]))
+        .where(jobs.c.id == job_id, _may_leave(transition))
         .values(phase=str(to), **fields)
     )
     return bool(result.rowcount)
@@ -250,7 +254,7 @@ def fail_lost(conn: Connection, job_id: str, now: datetime, message: str) -> boo
 # what running it does (SQLAlchemy coerces and keys a new statement at every call).
 _CLAIM = (
     update(jobs)
-    .where(jobs.c.id == bindparam("claimed_id"), jobs.c.phase.in_(_leaves("claim")))
+    .where(jobs.c.id == bindparam("claimed_id"), _may_leave("claim"))
     .values(
         phase=str(TRANSITIONS["claim"][1]),
         attempts=jobs.c.attempts + 1,
@@ -262,7 +266,7 @@ _CLAIM = (
 )
 _FINISH = (
     update(jobs)
-    .where(jobs.c.id == bindparam("ended_id"), jobs.c.phase.in_(_leaves("finish")))
+    .where(jobs.c.id == bindparam("ended_id"), _may_leave("finish"))
     .values(
         phase=bindparam("ended_phase"),
         end_time=bindparam("ended_at"),
