@@ -15,9 +15,6 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
-from opus.store.schema import Base
-from provenance.store import metadata as provenance_tables
-
 # Connections a process keeps (and as many more at peaks) on a database server. A web
 # worker serves many requests at once (gevent); a job runner one job, with a transaction
 # and a phase read at most. PostgreSQL's max_connections (100 by default) must cover
@@ -58,8 +55,11 @@ class Database:
         return engine
 
     def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
-        provenance_tables.create_all(self.engine)
+        """Create the tables of an empty database, at the newest revision; a database at
+        another revision raises `opus.store.migrate.SchemaError` (`opus db upgrade`)."""
+        from opus.store.migrate import ensure_current  # imports Alembic: only when asked
+
+        ensure_current(self)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
