@@ -1,4 +1,7 @@
-"""Inputs given by URL: downloaded by the runner, recorded as entities; bad ones refused."""
+"""Inputs given by URL: downloaded by the runner, recorded as entities; bad ones refused.
+
+The archive these tests download from runs on 127.0.0.1, which a server refuses to fetch
+from unless told otherwise (tests/test_fetch.py): they use a server that allows it."""
 
 from __future__ import annotations
 
@@ -12,9 +15,19 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from tests.servers import Server
+from tests.servers import Server, launch
 
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
+
+
+@pytest.fixture(scope="module")
+def fetching_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server that may fetch from 127.0.0.1, where the tests' archive is."""
+    running = launch(
+        tmp_path_factory.mktemp("opus-fetching"), {"OPUS_FETCH_ALLOW_HOSTS": "127.0.0.1"}
+    )
+    yield running
+    running.stop()
 
 
 @pytest.fixture
@@ -34,7 +47,8 @@ def parameter(doc: etree._Element, name: str) -> etree._Element:
     return found
 
 
-def test_input_by_url_is_downloaded(server: Server, file_server: tuple[str, Path]) -> None:
+def test_input_by_url_is_downloaded(fetching_server: Server, file_server: tuple[str, Path]) -> None:
+    server = fetching_server
     base, folder = file_server
     (folder / "remote.txt").write_text("from elsewhere\n")
     url = server.create("opus_append", input=f"{base}/remote.txt", text="and here")
@@ -55,8 +69,9 @@ def test_input_by_url_is_downloaded(server: Server, file_server: tuple[str, Path
 
 
 def test_input_url_that_fails_ends_the_job_in_error(
-    server: Server, file_server: tuple[str, Path]
+    fetching_server: Server, file_server: tuple[str, Path]
 ) -> None:
+    server = fetching_server
     base, _ = file_server
     url = server.create("opus_append", input=f"{base}/missing.txt")
     doc = server.wait_final(url)
