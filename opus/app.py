@@ -10,10 +10,11 @@ import bottle
 from sqlalchemy import text as sql
 
 from opus import vosi
+from opus.auth import Identities
 from opus.config import Settings
 from opus.execution.dispatch import Dispatcher, make_dispatcher
 from opus.execution.notify import Notifier, make_notifier
-from opus.http import XML, base_url, errors_as_text, plain_error_page, router
+from opus.http import XML, base_url, caller, errors_as_text, identify, plain_error_page, router
 from opus.jobdefs.registry import Registry, load_registry
 from opus.provsap import routes as provsap_routes
 from opus.provsap.service import ProvenanceService
@@ -29,6 +30,7 @@ class Services:
     registry: Registry
     dispatcher: Dispatcher
     jobs: JobService
+    identities: Identities
 
 
 def build_services(settings: Settings) -> Services:
@@ -38,13 +40,14 @@ def build_services(settings: Settings) -> Services:
     dispatcher = make_dispatcher(settings, db)
     notifier: Notifier = make_notifier(settings)
     jobs = JobService(settings, db, registry, dispatcher, notifier)
-    return Services(settings, db, registry, dispatcher, jobs)
+    return Services(settings, db, registry, dispatcher, jobs, Identities(settings, db))
 
 
 def create_app(settings: Settings) -> bottle.Bottle:
     services = build_services(settings)
     app = bottle.Bottle(catchall=True)
     app.install(errors_as_text)
+    app.install(identify(services.identities, OPEN_PATHS))
     app.default_error_handler = plain_error_page
     app.config["opus.services"] = services
     uws_routes.install(app, services.jobs, services.settings)
@@ -52,6 +55,12 @@ def create_app(settings: Settings) -> bottle.Bottle:
     _install_service_routes(app, services)
     gc.freeze()  # what exists now lives as long as the process: keep it out of GC scans
     return app
+
+
+# VOSI answers anyone: clients learn there whether they need credentials (IVOA SSO).
+OPEN_PATHS = frozenset(
+    {"/availability", "/capabilities", "/provsap/availability", "/provsap/capabilities"}
+)
 
 
 def _install_service_routes(app: bottle.Bottle, services: Services) -> None:
@@ -78,7 +87,8 @@ def _install_service_routes(app: bottle.Bottle, services: Services) -> None:
     @route("/provsap/capabilities")
     def capabilities() -> bytes:
         bottle.response.content_type = XML
-        return vosi.capabilities(base_url(), registry.names())
+        names = [d.name for d in services.jobs.jobdefs(caller())]
+        return vosi.capabilities(base_url(), names, services.settings.anonymous)
 
     @route("/jdl")
     def jdl_list() -> dict[str, Any]:
@@ -93,7 +103,7 @@ def _install_service_routes(app: bottle.Bottle, services: Services) -> None:
                     "url": f"{base}/jdl/{d.name}",
                     "jobs": f"{base}/rest/{d.name}",
                 }
-                for d in (registry.definitions[n] for n in registry.names())
+                for d in services.jobs.jobdefs(caller())
             ],
             "invalid": [
                 {"file": p.path.name, "field": p.field, "reason": p.reason}
@@ -103,7 +113,7 @@ def _install_service_routes(app: bottle.Bottle, services: Services) -> None:
 
     @route("/jdl/<name>")
     def jdl(name: str) -> bottle.HTTPResponse:
-        jobdef = services.jobs.jobdef(name)
+        jobdef = services.jobs.jobdef(caller(), name)
         response: bottle.HTTPResponse = bottle.static_file(
             jobdef.source.rsplit("/", 1)[-1],
             root=jobdef.source.rsplit("/", 1)[0],
@@ -113,4 +123,4 @@ def _install_service_routes(app: bottle.Bottle, services: Services) -> None:
 
     @route("/jdl/<name>/json")
     def jdl_json(name: str) -> dict[str, Any]:
-        return services.jobs.jobdef(name).model_dump(exclude={"source"})
+        return services.jobs.jobdef(caller(), name).model_dump(exclude={"source"})

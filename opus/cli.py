@@ -10,11 +10,15 @@ import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opus.config import Settings
 from opus.extras import MissingExtra, check
+from opus.identity_cli import add_commands
 from opus.phases import FINAL, Phase
+
+if TYPE_CHECKING:
+    from opus.store.db import Database
 
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
 XLINK = "{http://www.w3.org/1999/xlink}"
@@ -28,13 +32,18 @@ def serve(args: argparse.Namespace) -> int:
 
     from opus.jobdefs.registry import load_registry
 
-    settings = Settings()
+    settings = Settings(host=args.host, port=args.port)
     try:
         check(settings)
     except MissingExtra as exc:
         print(f"opus: {exc}", file=sys.stderr)
         return 2
-    subprocess.run([sys.executable, "-m", "opus.store"], check=True)
+    if not settings.anonymous:
+        print(f"opus: {args.host} is not loopback: requests need credentials", file=sys.stderr)
+    try:  # creates an empty database; refuses an outdated one, saying why (exit 2)
+        subprocess.run([sys.executable, "-m", "opus.store"], check=True)
+    except subprocess.CalledProcessError:
+        return 2
     registry = load_registry(settings.jobdef_dirs)
     for problem in registry.problems:
         print(f"opus: job definition not served: {problem}", file=sys.stderr)
@@ -88,9 +97,17 @@ def _celery_app() -> Any:
         return None
     from opus.execution.celery_app import make_celery
     from opus.store.db import Database
+    from opus.store.migrate import SchemaError
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    Database(settings.db_url).create_schema()
+    db = Database(settings.db_url)
+    try:
+        db.create_schema()
+    except SchemaError as exc:
+        print(f"opus: {exc}", file=sys.stderr)
+        return None
+    finally:
+        db.engine.dispose()
     return make_celery(settings)
 
 
@@ -130,10 +147,18 @@ def _beat_schedule() -> Path:
     return Settings().data_dir / "celerybeat-schedule"
 
 
-def _session() -> Any:
+def _session(args: argparse.Namespace) -> Any:
+    """An HTTP session sending the credentials given: --user and --token as HTTP Basic,
+    a token alone (--token or OPUS_TOKEN) as a bearer token."""
     import requests
 
-    return requests.Session()
+    session = requests.Session()
+    token = args.token or Settings().token
+    if args.user and token:
+        session.auth = (args.user, token)
+    elif token:
+        session.headers["Authorization"] = f"Bearer {token}"
+    return session
 
 
 def _job_summary(xml_text: bytes) -> dict[str, Any]:
@@ -149,7 +174,7 @@ def _job_summary(xml_text: bytes) -> dict[str, Any]:
 
 
 def submit(args: argparse.Namespace) -> int:
-    session = _session()
+    session = _session(args)
     data: list[tuple[str, str]] = [("PHASE", "RUN")]
     files: list[tuple[str, Any]] = []
     for item in args.parameters:
@@ -186,7 +211,7 @@ def submit(args: argparse.Namespace) -> int:
 
 
 def jobs(args: argparse.Namespace) -> int:
-    session = _session()
+    session = _session(args)
     server = args.server.rstrip("/")
     names = (
         [args.jobdef]
@@ -221,22 +246,104 @@ def prov_export(args: argparse.Namespace) -> int:
     items: list[tuple[str, str]] = [("activity", job_qname(j)) for j in args.job]
     items += [("entity", entity_qname(e) if is_id(e) else e) for e in args.entity]
     since = parse_datetime(args.since) if args.since else None
-    everything = (("activity", a) for a in activity_ids(db.read, since))
+    allowed = None
+    if args.user:  # what that user may see; without --user, everything (as an admin)
+        from opus.auth import Identities, visible_nodes
+        from opus.errors import Unauthorized
+
+        try:
+            allowed = visible_nodes(Identities(settings, db).load(args.user))
+        except Unauthorized as exc:
+            print(f"opus prov export: {exc.message}", file=sys.stderr)
+            return 2
+    everything = (("activity", a) for a in activity_ids(db.read, since, allowed))
     count = export(
-        db.read, items or everything, Path(args.out), args.format, NAMESPACES, args.model
+        db.read,
+        items or everything,
+        Path(args.out),
+        args.format,
+        NAMESPACES,
+        args.model,
+        allowed,
     )
     print(f"opus prov export: {count} file(s) and index.csv in {args.out}")
     return 0
 
 
+def _database() -> Database | None:
+    """The configured Database, its folder made (None, said why, if a driver is missing)."""
+    settings = Settings()
+    try:
+        check(settings)
+    except MissingExtra as exc:
+        print(f"opus: {exc}", file=sys.stderr)
+        return None
+    from opus.store.db import Database
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return Database(settings.db_url)
+
+
+def db_upgrade(args: argparse.Namespace) -> int:
+    """Bring the database's schema to the newest revision (back it up first)."""
+    from opus.store import migrate
+
+    db = _database()
+    if db is None:
+        return 2
+    try:
+        found, now = migrate.upgrade(db)
+    except migrate.SchemaError as exc:
+        print(f"opus db upgrade: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        db.engine.dispose()
+    if found == now:
+        print(f"opus db upgrade: the schema is at {now}, the newest revision: nothing to do")
+    elif found is None:
+        print(f"opus db upgrade: the database was empty: created at {now}")
+    else:
+        print(f"opus db upgrade: upgraded from {found} to {now}")
+    return 0
+
+
+def db_current(args: argparse.Namespace) -> int:
+    """Print the database's revision of the schema (nothing for an empty database)."""
+    from opus.store import migrate
+
+    db = _database()
+    if db is None:
+        return 2
+    try:
+        with db.read() as conn:
+            found = migrate.current(conn)
+    finally:
+        db.engine.dispose()
+    newest = migrate.head()
+    if found is None:
+        print(
+            f"opus db current: the database is empty (the newest revision is {newest})",
+            file=sys.stderr,
+        )
+    else:
+        print(found)
+        if found != newest:
+            print(
+                f"opus db current: the newest revision is {newest}: run `opus db upgrade`",
+                file=sys.stderr,
+            )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
-    server = Settings().server
+    defaults = Settings()
+    server = defaults.server
     top = argparse.ArgumentParser(prog="opus", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("serve", help="run the web server and the embedded executor")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default=defaults.host, help="anonymous access is off but on loopback")
+    p.add_argument("--port", type=int, default=defaults.port)
     p.add_argument("--workers", type=int, default=2, help="web server processes")
     p.set_defaults(func=serve)
 
@@ -253,6 +360,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("parameters", nargs="*", help="key=value, or key=@file to upload a file")
     p.add_argument("--wait", action="store_true", help="wait for the job to end")
     p.add_argument("--server", default=server)
+    _credentials(p)
     p.set_defaults(func=submit)
 
     prov = commands.add_parser("prov", help="provenance").add_subparsers(
@@ -274,19 +382,40 @@ def parser() -> argparse.ArgumentParser:
         help="an entity id, with its whole lineage (repeatable)",
     )
     p.add_argument("--since", help="every activity ended since this ISO 8601 time")
+    p.add_argument("--user", help="only what this user may see (default: everything)")
     p.set_defaults(func=prov_export)
+
+    database = commands.add_parser("db", help="the database's schema").add_subparsers(
+        dest="db_command", required=True
+    )
+    p = database.add_parser("upgrade", help="bring the schema to the newest revision")
+    p.set_defaults(func=db_upgrade)
+    p = database.add_parser("current", help="print the schema's revision")
+    p.set_defaults(func=db_current)
 
     p = commands.add_parser("jobs", help="list jobs, newest first")
     p.add_argument("jobdef", nargs="?")
     p.add_argument("--phase", action="append")
     p.add_argument("--last", type=int, default=20)
     p.add_argument("--server", default=server)
+    _credentials(p)
     p.set_defaults(func=jobs)
+
+    add_commands(commands)
     return top
+
+
+def _credentials(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user", help="send --token as HTTP Basic user:token")
+    p.add_argument("--token", help="an API token (default: OPUS_TOKEN)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Alembic logs every step at INFO (plugins loaded, a guess about transactional DDL that
+    # does not apply: revisions run in opus.store.migrate's transaction); `opus db` says
+    # what changed.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     args = parser().parse_args(argv)
     return int(args.func(args))
 

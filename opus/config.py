@@ -7,6 +7,7 @@ environment on its own, so tests build a Settings and never patch globals.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import tempfile
 from importlib import resources
@@ -32,7 +33,25 @@ class Settings(BaseSettings):
     max_execution_duration: int = Field(default=3600, ge=1, description="seconds")
     default_destruction_days: float = Field(default=30.0, gt=0)
     max_destruction_days: float = Field(default=365.0, gt=0)
-    allow_anonymous: bool = True
+    allow_anonymous: bool | None = Field(
+        default=None, description="unset: anonymous requests only when listening on loopback"
+    )
+    host: str = Field(default="127.0.0.1", description="the address `opus serve` listens on")
+    port: int = Field(default=8080, ge=1, le=65535, description="the port `opus serve` uses")
+    token: str = Field(default="", description="the API token `opus submit` and `opus jobs` send")
+    max_active_jobs: int = Field(
+        default=100, ge=0, description="QUEUED or EXECUTING jobs a user may have; 0: no limit"
+    )
+    max_upload_bytes: int = Field(
+        default=100 * 2**20, ge=0, description="largest request body (uploads), bytes"
+    )
+    fetch_allow_hosts: str = Field(
+        default="",
+        description="hosts (names or addresses, comma-separated) URL inputs may reach "
+        "although they are loopback, private, link-local or metadata addresses",
+    )
+    fetch_timeout: float = Field(default=60.0, gt=0, description="URL input download, s")
+    fetch_max_bytes: int = Field(default=2**30, ge=1, description="largest URL input, bytes")
     max_wait: int = Field(default=600, ge=0, description="longest WAIT a request may block, s")
     executor_processes: int = Field(default=0, ge=0, description="0 means one per CPU")
     sweep_interval: float = Field(default=60.0, gt=0, description="destruction sweep period, s")
@@ -54,6 +73,20 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @property
+    def anonymous(self) -> bool:
+        """Whether requests without credentials are served (as the anonymous owner)."""
+        if self.allow_anonymous is not None:
+            return self.allow_anonymous
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host == "localhost"
+
+    @property
+    def fetch_allowed(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.fetch_allow_hosts.split(",") if h.strip())
 
     @property
     def db_url(self) -> str:

@@ -36,5 +36,9 @@ class NotFound(OpusError):
     status = 404
 
 
+class TooManyJobs(OpusError):
+    status = 429
+
+
 class Unavailable(OpusError):
     status = 503

@@ -12,6 +12,7 @@ import bottle
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from opus.auth import CHALLENGES, Caller, Identities
 from opus.errors import OpusError, ParameterError
 
 XML = "application/xml; charset=utf-8"
@@ -30,6 +31,35 @@ def router(app: bottle.Bottle) -> Callable[..., Callable[[Handler], Handler]]:
         return decorator
 
     return route
+
+
+CALLER = "opus.caller"  # the request's Caller, in its WSGI environ
+
+
+def caller() -> Caller:
+    """Who the current request acts as (set by `identify` before every route)."""
+    found: Caller = bottle.request.environ[CALLER]
+    return found
+
+
+def identify(identities: Identities, open_paths: frozenset[str]) -> Callable[..., Any]:
+    """A bottle plugin that finds every request's caller before its route runs. The open
+    paths (VOSI availability and capabilities) answer without credentials even where
+    anonymous access is off, so that clients can learn what the server needs."""
+
+    def plugin(callback: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(callback)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            header = bottle.request.get_header("Authorization")
+            if not header and bottle.request.path in open_paths:
+                bottle.request.environ[CALLER] = identities.anonymous
+            else:
+                bottle.request.environ[CALLER] = identities.caller(header)
+            return callback(*args, **kwargs)
+
+        return wrapper
+
+    return plugin
 
 
 def base_url() -> str:
@@ -94,7 +124,8 @@ def errors_as_text(callback: Callable[..., Any]) -> Callable[..., Any]:
         except OpusError as exc:
             response = plain(exc.status, exc.message)
             if exc.status == 401:
-                response.set_header("WWW-Authenticate", 'Bearer realm="opus"')
+                for challenge in CHALLENGES:
+                    response.add_header("WWW-Authenticate", challenge)
             return response
         except (OperationalError, PoolTimeout) as exc:
             log.error(

@@ -24,9 +24,18 @@ def local_name(text: str) -> str:
     return NOT_NCNAME.sub("_", text).strip("_") or "x"
 
 
+JOB_PREFIX = "opus:job_"
+ENTITY_PREFIX = "opus:ent_"
+
+
 def job_qname(job_id: str) -> str:
-    return f"opus:job_{job_id}"
+    return f"{JOB_PREFIX}{job_id}"
 
 
 def entity_qname(entity_id: str) -> str:
-    return f"opus:ent_{entity_id}"
+    return f"{ENTITY_PREFIX}{entity_id}"
+
+
+def user_qname(name: str | None) -> str:
+    """The agent of a job's owner (None: anonymous; no user may take that name)."""
+    return f"opus:user_{local_name(name or 'anonymous')}"

@@ -19,19 +19,30 @@ def availability(available: bool, notes: list[str]) -> bytes:
 
 
 PROVSAP = "ivo://ivoa.net/std/ProvSAP"
+# IVOA SSO security methods: HTTP Basic (user:token) and a bearer token
+BASIC_AA = "ivo://ivoa.net/sso#BasicAA"
+TOKEN = "ivo://ivoa.net/sso#token"
 
 
-def capabilities(base: str, jobdefs: list[str]) -> bytes:
-    def capability(standard_id: str | None, url: str, interface: str = "vs:ParamHTTP") -> str:
+def capabilities(base: str, jobdefs: list[str], anonymous: bool) -> bytes:
+    """The service's capabilities, each interface listing its security methods (IVOA SSO):
+    an anonymous one (a securityMethod without standardID) where anonymous access is on,
+    HTTP Basic and bearer tokens always; VOSI itself is open to all."""
+    methods = ("<securityMethod/>" if anonymous else "") + "".join(
+        f'<securityMethod standardID="{m}"/>' for m in (BASIC_AA, TOKEN)
+    )
+
+    def capability(standard_id: str | None, url: str, secured: bool = True) -> str:
         standard = f' standardID="{escape(standard_id)}"' if standard_id else ""
         return (
-            f'<capability{standard}><interface xsi:type="{interface}">'
-            f'<accessURL use="full">{escape(url)}</accessURL></interface></capability>'
+            f'<capability{standard}><interface xsi:type="vs:ParamHTTP">'
+            f'<accessURL use="full">{escape(url)}</accessURL>{methods if secured else ""}'
+            "</interface></capability>"
         )
 
     parts = [
-        capability("ivo://ivoa.net/std/VOSI#capabilities", f"{base}/capabilities"),
-        capability("ivo://ivoa.net/std/VOSI#availability", f"{base}/availability"),
+        capability("ivo://ivoa.net/std/VOSI#capabilities", f"{base}/capabilities", False),
+        capability("ivo://ivoa.net/std/VOSI#availability", f"{base}/availability", False),
     ]
     parts.append(capability(PROVSAP, f"{base}/provsap"))
     parts += [capability(None, f"{base}/rest/{name}") for name in jobdefs]

@@ -56,6 +56,7 @@ class Document:
 
     namespaces: dict[str, str]
     records: list[Record] = field(default_factory=list)
+    hidden: int = 0  # records of the lineage left out: the reader may not see them
 
     def add(self, kind: str, id: str | None, formal: dict[str, Any], **attributes: Any) -> None:
         """Append a record; attribute names are written prefix__name, empty values left out.
@@ -182,9 +183,35 @@ def build(
                     "prov:activity": activity,
                 },
             )
+    _hidden_records(doc, chosen)
     if model == "IVOA":
         _ivoa_records(conn, doc, activities)
     return doc
+
+
+HIDDEN_LABEL = "not visible to you"
+
+
+def _hidden_records(doc: Document, chosen: Selection) -> None:
+    """Where the walk stopped at records the reader may not see, one stand-in each: a
+    record typed voprov:hidden with a made-up id, saying how many records it stands for,
+    linked to the record shown. Nothing of the hidden records themselves is told."""
+    for number, (shown, count) in enumerate(sorted(chosen.hidden.items()), start=1):
+        doc.hidden += count
+        stand_in = f"{shown.partition(':')[0]}:hidden_{number}"
+        attributes = dict(prov__label=HIDDEN_LABEL, voprov__hidden=count)
+        if shown in chosen.entities:  # the activities that generated or used it
+            doc.add("activity", stand_in, {}, **attributes)
+            if chosen.direction == "BACK":
+                doc.add("wasGeneratedBy", None, {"prov:entity": shown, "prov:activity": stand_in})
+            else:
+                doc.add("used", None, {"prov:activity": stand_in, "prov:entity": shown})
+        else:  # an activity: the entities it used, or that it generated
+            doc.add("entity", stand_in, {}, **attributes)
+            if chosen.direction == "BACK":
+                doc.add("used", None, {"prov:activity": shown, "prov:entity": stand_in})
+            else:
+                doc.add("wasGeneratedBy", None, {"prov:entity": stand_in, "prov:activity": shown})
 
 
 def _ivoa_records(conn: Connection, doc: Document, activities: list[Any]) -> None:

@@ -30,12 +30,15 @@ BATCH = 500
 Reader = Callable[[], AbstractContextManager[Connection]]
 
 
-def activity_ids(read: Reader, since: datetime | None = None) -> Iterator[str]:
+def activity_ids(
+    read: Reader, since: datetime | None = None, allowed: query.Allowed | None = None
+) -> Iterator[str]:
     """Ids of the recorded activities, oldest first, read in batches.
 
     Args:
         read: Opens a connection to the provenance tables (e.g. ``engine.connect``).
         since: Only the activities ended at or after this time; None: all.
+        allowed: Only these ids (a one-column SELECT, as in `provenance.query.walk`).
 
     Returns:
         An iterator over the activity ids.
@@ -47,6 +50,8 @@ def activity_ids(read: Reader, since: datetime | None = None) -> Iterator[str]:
         )
         if since is not None:
             query_ = query_.where(store.activities.c.end_time >= since)
+        if allowed is not None:
+            query_ = query_.where(store.activities.c.id.in_(allowed))
         if last is not None:
             query_ = query_.where(
                 (store.activities.c.start_time > last[0])
@@ -67,6 +72,7 @@ def export(
     response_format: str,
     namespaces: Mapping[str, str],
     model: document.Model = "IVOA",
+    allowed: query.Allowed | None = None,
 ) -> int:
     """Write one file per (kind, id), and index.csv (kind, id, file, bytes, sha256).
 
@@ -78,6 +84,8 @@ def export(
         response_format: A format of `provenance.serializers.FORMATS`.
         namespaces: Prefix -> URI of the prefixes of the ids.
         model: IVOA or W3C, as in `provenance.document.build`.
+        allowed: The ids the reader may see, as in `provenance.query.walk` (None: all):
+            an item outside them is left out, a lineage stops at them.
 
     Returns:
         How many files were written (index.csv not counted).
@@ -90,10 +98,12 @@ def export(
         index.writerow(["kind", "id", "file", "bytes", "sha256"])
         for kind, identifier in items:
             with read() as conn:
+                if allowed is not None and not query.known_ids(conn, [identifier], allowed):
+                    continue
                 if kind == "activity":
                     chosen = query.activity_records(conn, identifier)
                 else:
-                    chosen = query.select_records(conn, [identifier], None, "BACK")
+                    chosen = query.select_records(conn, [identifier], None, "BACK", True, allowed)
                 doc = document.build(conn, chosen, namespaces, model)
             body, _ = serialize(doc, response_format)
             name = identifier.replace(":", "_") + extension

@@ -22,12 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS: list[set[str]] = [
     {"provenance"},
     {"opus", "opus.config", "opus.errors", "opus.ids", "opus.timeutil", "opus.phases", "opus.vosi"},
-    {"opus.extras", "opus.http"},  # helpers over the bottom: optional libraries, HTTP
+    {"opus.extras"},  # optional libraries
     {"opus.store", "opus.jobdefs"},
     {"opus.auth"},
+    {"opus.accounts"},  # managing identities (the CLI, the web's token page)
+    {"opus.http"},  # HTTP helpers for routes: the caller, errors as text
     {"opus.execution"},
     {"opus.uws", "opus.provsap"},
-    {"opus.app"},
+    {"opus.app", "opus.identity_cli"},
     {"opus.cli"},
 ]
 HTTP_MODULES = {"opus.app", "opus.http"}

@@ -6,7 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 from opus import __version__
-from opus.ids import entity_qname, job_qname, local_name
+from opus.ids import entity_qname, job_qname, local_name, user_qname
 from opus.jobdefs.model import JobDefinition
 from opus.store import jobs as store
 from provenance import capture
@@ -26,6 +26,15 @@ def _entity(row: store.EntityRecord) -> Entity:
     )
 
 
+def _context(
+    worker: str, code: str | None, container: str, rights: list[str] | None
+) -> dict[str, str]:
+    found = capture.context(worker, code, container=container)
+    if rights is not None:
+        found["data_rights"] = ",".join(rights) or "none"
+    return found
+
+
 def job_activity(
     job: store.JobRecord,
     jobdef: JobDefinition,
@@ -37,10 +46,12 @@ def job_activity(
     message: str | None,
     worker: str,
     container: str = "",
+    rights: list[str] | None = None,
 ) -> Activity:
-    owner = job.owner or "anonymous"
+    """The job as an activity; `rights` are the data rights it ran with (None: an
+    anonymous job, which has none), recorded in its context."""
     agents = [
-        (Agent(f"opus:user_{local_name(owner)}", "Person", owner), "owner"),
+        (Agent(user_qname(job.owner), "Person", job.owner or "anonymous"), "owner"),
         (
             Agent(
                 f"opus:opus_{local_name(__version__)}", "SoftwareAgent", "OPUS", version=__version__
@@ -108,5 +119,5 @@ def job_activity(
         used=[(_entity(e), role) for role, e in inputs],
         generated=[(_entity(r), r.role) for r in results],
         agents=agents,
-        context=capture.context(worker, code, container=container),
+        context=_context(worker, code, container, rights),
     )

@@ -29,6 +29,7 @@ from opus.jobdefs.model import JobDefinition
 from opus.jobdefs.registry import Registry
 from opus.phases import Phase
 from opus.store import jobs as store
+from opus.store import users as accounts
 from opus.store.db import Database
 from opus.timeutil import utcnow
 from provenance.capture import record
@@ -89,6 +90,7 @@ class _Run:
     job: store.JobRecord
     parameters: list[store.ParameterValue]
     inputs: list[tuple[str, store.EntityRecord]]
+    rights: list[str] | None  # the owner's data rights (None: an anonymous job)
     jobdef: JobDefinition | None = None
 
     @property
@@ -111,6 +113,7 @@ def run_job(ctx: RunnerContext, job_id: str) -> str | None:
             job,
             store.get_parameters(conn, job_id),
             store.get_inputs(conn, job_id) if uses else [],
+            accounts.rights_of(conn, job.owner) if job.owner else None,
         )
     ctx.notifier.publish(job_id)
     try:
@@ -195,6 +198,7 @@ def _finish_once(
                 error_message,
                 ctx.worker_name,
                 ctx.settings.container_image_id,
+                run.rights,
             )
             rows = [vars(e) for e in kept]
             record(conn, activity, also=[(store.entities, rows)])  # in the same batch
@@ -221,8 +225,8 @@ def _execute(ctx: RunnerContext, run: _Run) -> str:
     )
     input_files = workspace.place_inputs(ctx.settings, jobdef, inputs, workdir)
 
-    env = workspace.environment(ctx.settings, jobdef, values, input_files, run_root)
-    argv = workspace.argv(jobdef, values, input_files, env, run_root)
+    env = workspace.environment(ctx.settings, jobdef, values, input_files, run_root, run.rights)
+    argv = workspace.argv(jobdef, values, input_files, env, run_root, run.rights)
     deadline = time.monotonic() + job.execution_duration
     outcome = run_process(
         argv, env, workdir, run_root, deadline, _watcher(ctx, job_id), ctx.on_process_started

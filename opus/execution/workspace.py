@@ -11,22 +11,22 @@ import json
 import os
 import shutil
 import sys
-import urllib.request
 from pathlib import Path
 from string import Template
 from typing import Any
 
 from opus.config import Settings
 from opus.execution.failures import JobFailure
+from opus.execution.fetch import FetchFailed, UnsafeURL, fetch
 from opus.execution.orphans import RUNNER_PID
 from opus.ids import new_id
 from opus.jobdefs.model import JobDefinition
 from opus.jobdefs.params import python_value
 from opus.store import jobs as store
 from opus.store.db import Database
-from opus.store.files import TooLarge, safe_file_name, write_stream
+from opus.store.files import TooLarge, safe_file_name
 
-DOWNLOAD_LIMIT = 2**30
+DATA_RIGHTS = "OPUS_DATA_RIGHTS"  # a job's owner's data rights, for scripts and commands
 
 
 def job_root(settings: Settings, job_id: str) -> Path:
@@ -42,7 +42,10 @@ def download_inputs(
     resolved_roles: set[str],
     root: Path,
 ) -> list[tuple[str, store.EntityRecord]]:
-    """Fetch the used entities given by URL and record them as entities of this job."""
+    """Fetch the used entities given by URL and record them as entities of this job.
+
+    The URL was checked when the job was submitted; `fetch` checks it again (names may
+    resolve differently now) and every redirect."""
     rows: list[store.EntityRecord] = []
     folder = root / "downloads"
     for param in parameters:
@@ -53,14 +56,14 @@ def download_inputs(
         entity_id = new_id()
         target = folder / entity_id
         try:
-            # The scheme (http or https) was checked when the job was submitted.
-            with urllib.request.urlopen(param.value, timeout=60) as response:
-                sha256, size = write_stream(response, target, DOWNLOAD_LIMIT)
-                given_type = response.headers.get("Content-Type")
+            sha256, size, given_type = fetch(param.value, target, settings)
+        except UnsafeURL as exc:
+            raise JobFailure(f"{param.name}: {exc}") from None
+        except FetchFailed as exc:
+            raise JobFailure(f"{param.name}: could not download {exc}") from None
         except TooLarge:
-            raise JobFailure(f"{param.name}: {param.value} is larger than 1 GiB") from None
-        except OSError as exc:
-            raise JobFailure(f"{param.name}: could not download {param.value}: {exc}") from None
+            limit = _size(settings.fetch_max_bytes)
+            raise JobFailure(f"{param.name}: {param.value} is larger than {limit}") from None
         file_name = safe_file_name(param.value.split("?")[0]) or param.name
         rows.append(
             store.new_entity(
@@ -87,6 +90,13 @@ def download_inputs(
             [dict(role=r.role, position=i, entity_id=r.id) for i, r in enumerate(rows)],
         )
     return [(r.role, r) for r in rows]
+
+
+def _size(count: int) -> str:
+    for unit, name in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if count >= unit and count % unit == 0:
+            return f"{count // unit} {name}"
+    return f"{count} bytes"
 
 
 def place_inputs(
@@ -121,13 +131,17 @@ def environment(
     values: dict[str, str],
     input_files: dict[str, list[str]],
     root: Path,
+    rights: list[str] | None = None,
 ) -> dict[str, str]:
+    """The job's environment: its values, input and result file names, and the data
+    rights of its owner (OPUS_DATA_RIGHTS, comma-separated; empty for none)."""
     env = {
         "PATH": settings.job_path,
         "HOME": str(root),
         "TMPDIR": str(root),  # the job's own folder, outside the one results are taken from
         "LANG": "C.UTF-8",
         RUNNER_PID: str(os.getpid()),  # the job's processes are stopped if this one dies
+        DATA_RIGHTS: ",".join(rights or []),
     }
     for pdef in jobdef.parameters:
         if pdef.name in values:
@@ -148,6 +162,7 @@ def argv(
     input_files: dict[str, list[str]],
     env: dict[str, str],
     root: Path,
+    rights: list[str] | None = None,
 ) -> list[str]:
     execution = jobdef.execution
     if execution.script is not None:
@@ -163,6 +178,7 @@ def argv(
             {
                 "callable": execution.callable,
                 "kwargs": typed_kwargs(jobdef, env, input_files),
+                "data_rights": rights or [],
                 "path": str(Path(jobdef.source).parent) if jobdef.source else "",
             }
         )

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+GROUP_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 JOBDEF_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
 
 # Environment names a parameter must not take: the job's scripts see every
@@ -154,6 +155,10 @@ class JobDefinition(BaseModel):
     quote: int | None = Field(default=None, ge=0)  # expected duration, seconds
     # A job whose worker is lost mid-run runs once more (for jobs safe to run twice).
     retry_on_worker_loss: bool = False
+    # Only members of these groups may see and run it (empty: everyone).
+    groups: list[str] = Field(default_factory=list)
+    # The groups a job of it is shared with when its SHARE is not given.
+    share: list[str] = Field(default_factory=list)
     parameters: list[ParameterDef] = Field(default_factory=list)
     used: list[UsedDef] = Field(default_factory=list)
     generated: list[GeneratedDef] = Field(default_factory=list)
@@ -165,6 +170,14 @@ class JobDefinition(BaseModel):
     def _name(cls, value: str) -> str:
         if not JOBDEF_NAME_PATTERN.match(value):
             raise ValueError(f"job definition name {value!r} is not a safe URL path segment")
+        return value
+
+    @field_validator("groups", "share")
+    @classmethod
+    def _group_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not GROUP_NAME_PATTERN.match(name):
+                raise ValueError(f"group name {name!r} is not letters, digits, _ . -")
         return value
 
     @model_validator(mode="after")

@@ -154,6 +154,11 @@ def _execution(top: dict[str, str]) -> dict[str, Any]:
     return execution
 
 
+def _names(text: str) -> list[str]:
+    """A comma-separated list of names (the groups PARAM)."""
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
 def _int_or_none(text: str | None) -> int | None:
     return int(text) if text not in (None, "") else None
 
@@ -198,6 +203,8 @@ def _read(path: Path) -> dict[str, Any]:
             or 0,
             quote=_int_or_none(top.get("quote")),
             retry_on_worker_loss=_retry(path, top.get("retryOnWorkerLoss") or "false"),
+            groups=_names(top.get("groups", "")),
+            share=_names(top.get("share", "")),
             source=str(path),
         )
         field = "script/command/callable"

@@ -6,22 +6,25 @@ from collections.abc import Callable
 
 import bottle
 
-from opus.http import all_params, answer, router
+from opus.auth import Caller
+from opus.http import all_params, answer, caller, router
 from opus.provsap.service import ProvenanceService, parse
 
 
 def install(
-    app: bottle.Bottle, provenance: ProvenanceService, find_job: Callable[[str, str], object]
+    app: bottle.Bottle,
+    provenance: ProvenanceService,
+    find_job: Callable[[Caller, str, str], object],
 ) -> None:
-    """`find_job(jobdef, job_id)` raises NotFound for a job the caller may not see."""
+    """`find_job(caller, jobdef, job_id)` raises NotFound for a job the caller may not see."""
     route = router(app)
 
     @route("/provsap")
     @route("/provsap", "POST")
     def provsap() -> bytes:
-        return answer(*provenance.document(parse(all_params())))
+        return answer(*provenance.document(caller(), parse(all_params())))
 
     @route("/rest/<jobdef>/<job_id>/provenance")
     def job_provenance(jobdef: str, job_id: str) -> bytes:
-        find_job(jobdef, job_id)
+        find_job(caller(), jobdef, job_id)
         return answer(*provenance.job_document(job_id, parse(all_params())))

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import cast
 
+from opus.auth import Caller, visible_nodes
 from opus.errors import NotFound, ParameterError, Unavailable
 from opus.ids import NAMESPACES, entity_qname, is_id, job_qname
 from opus.store.db import Database
@@ -73,13 +74,14 @@ class ProvenanceService:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def _resolve(self, ids: list[str]) -> list[str]:
-        """Qualified names of the records the IDs name: qualified, or a bare job/entity id."""
+    def _resolve(self, ids: list[str], allowed: query.Allowed | None) -> list[str]:
+        """Qualified names of the records the IDs name: qualified, or a bare job/entity id;
+        one the caller may not see is unknown, as one that does not exist."""
         candidates: list[str] = []
         for value in ids:
             candidates += [job_qname(value), entity_qname(value)] if is_id(value) else [value]
         with self.db.read() as conn:
-            known = query.known_ids(conn, candidates)
+            known = query.known_ids(conn, candidates, allowed)
         unknown = [
             v
             for v in ids
@@ -89,13 +91,15 @@ class ProvenanceService:
             raise NotFound(f"no provenance record for ID {', '.join(map(repr, unknown))}")
         return [c for c in candidates if c in known]
 
-    def document(self, request: Request) -> tuple[bytes, str]:
+    def document(self, caller: Caller, request: Request) -> tuple[bytes, str]:
+        """The lineage asked for, walked as far as the caller may see."""
         if not request.ids:
             raise ParameterError("ID", "missing: give the id of an entity, activity or job")
-        starts = self._resolve(request.ids)
+        allowed = visible_nodes(caller)
+        starts = self._resolve(request.ids, allowed)
         with gc_paused(), self.db.read() as conn:
             chosen = query.select_records(
-                conn, starts, request.depth, request.direction, request.agents
+                conn, starts, request.depth, request.direction, request.agents, allowed
             )
             doc = document.build(conn, chosen, NAMESPACES, request.model)
             return _serialize(doc, request.response_format)

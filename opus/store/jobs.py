@@ -31,6 +31,7 @@ jobs: Table = schema.jobs  # type: ignore[assignment]
 job_parameters: Table = schema.job_parameters  # type: ignore[assignment]
 entities: Table = schema.entities  # type: ignore[assignment]
 job_inputs: Table = schema.job_inputs  # type: ignore[assignment]
+job_shares: Table = schema.job_shares  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -142,15 +143,19 @@ def get_job(conn: Connection, job_id: str) -> JobRecord | None:
 
 
 PHASE_QUERY = select(jobs.c.jobdef, jobs.c.phase).where(jobs.c.id == bindparam("job_id"))
+_PHASE_OWNER = select(jobs.c.jobdef, jobs.c.phase, jobs.c.owner).where(
+    jobs.c.id == bindparam("job_id")
+)
 
 
-def phase_reader(db: Database) -> Callable[[str], tuple[str, str] | None]:
-    """(jobdef, phase) of a job outside any transaction: the read behind /phase and WAIT."""
-    query = db.prepare(PHASE_QUERY)
+def phase_reader(db: Database) -> Callable[[str], tuple[str, str, str | None] | None]:
+    """(jobdef, phase, owner) of a job outside any transaction: the read behind /phase and
+    WAIT."""
+    query = db.prepare(_PHASE_OWNER)
 
-    def read(job_id: str) -> tuple[str, str] | None:
+    def read(job_id: str) -> tuple[str, str, str | None] | None:
         row = query.first(job_id=job_id)
-        return (row[0], row[1]) if row else None
+        return (row[0], row[1], row[2]) if row else None
 
     return read
 
@@ -166,9 +171,10 @@ def _list_filter(
     jobdef: str,
     phases: Sequence[str],
     after: datetime | None,
-    owner: str | None,
+    visible: ColumnElement[bool] | None,
 ) -> Select[Any]:
-    """UWS job list filters: PHASE (union; ARCHIVED only when asked) AND AFTER AND owner."""
+    """UWS job list filters: PHASE (union; ARCHIVED only when asked) AND AFTER, among the
+    jobs the caller may see (`visible`, from opus.auth)."""
     query = query.where(jobs.c.jobdef == jobdef)
     if phases:
         query = query.where(jobs.c.phase.in_(phases))
@@ -176,8 +182,8 @@ def _list_filter(
         query = query.where(jobs.c.phase != Phase.ARCHIVED)
     if after is not None:
         query = query.where(jobs.c.creation_time > after)
-    if owner is not None:
-        query = query.where(jobs.c.owner == owner)
+    if visible is not None:
+        query = query.where(visible)
     return query
 
 
@@ -186,9 +192,9 @@ def count_jobs(
     jobdef: str,
     phases: Sequence[str] = (),
     after: datetime | None = None,
-    owner: str | None = None,
+    visible: ColumnElement[bool] | None = None,
 ) -> int:
-    query = _list_filter(select(func.count()).select_from(jobs), jobdef, phases, after, owner)
+    query = _list_filter(select(func.count()).select_from(jobs), jobdef, phases, after, visible)
     return int(conn.execute(query).scalar_one())
 
 
@@ -198,10 +204,10 @@ def list_jobs(
     phases: Sequence[str] = (),
     after: datetime | None = None,
     last: int | None = None,
-    owner: str | None = None,
+    visible: ColumnElement[bool] | None = None,
 ) -> list[JobRecord]:
     """The filtered job list, oldest first; with LAST, the newest `last`, newest first."""
-    query = _list_filter(select(jobs), jobdef, phases, after, owner)
+    query = _list_filter(select(jobs), jobdef, phases, after, visible)
     if last is not None:
         query = query.order_by(jobs.c.creation_time.desc(), jobs.c.id.desc()).limit(last)
     else:
@@ -386,8 +392,14 @@ def insert_entities(conn: Connection, records: Sequence[EntityRecord]) -> None:
         conn.execute(insert(entities), [vars(r) for r in records])
 
 
-def get_entity(conn: Connection, entity_id: str) -> EntityRecord | None:
-    row = conn.execute(select(entities).where(entities.c.id == entity_id)).first()
+def get_entity(
+    conn: Connection, entity_id: str, visible: ColumnElement[bool] | None = None
+) -> EntityRecord | None:
+    """The entity, if it exists (and meets `visible`, a condition from opus.auth)."""
+    query = select(entities).where(entities.c.id == entity_id)
+    if visible is not None:
+        query = query.where(visible)
+    row = conn.execute(query).first()
     return _entity(row) if row else None
 
 
@@ -455,6 +467,7 @@ def delete_job(conn: Connection, job_id: str) -> list[str]:
     ).all()
     conn.execute(delete(job_parameters).where(job_parameters.c.job_id == job_id))
     conn.execute(delete(job_inputs).where(job_inputs.c.job_id == job_id))
+    conn.execute(delete(job_shares).where(job_shares.c.job_id == job_id))
     if owned:
         conn.execute(delete(entities).where(entities.c.id.in_([r[0] for r in owned])))
     conn.execute(delete(jobs).where(jobs.c.id == job_id))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -43,6 +43,7 @@ class Job(Base):
         Index("ix_jobs_list", "jobdef", "creation_time"),
         Index("ix_jobs_phase", "phase"),
         Index("ix_jobs_destruction", "destruction"),
+        Index("ix_jobs_owner", "owner", "phase"),
     )
 
 
@@ -92,3 +93,66 @@ jobs = Job.__table__
 job_parameters = JobParameter.__table__
 entities = Entity.__table__
 job_inputs = JobInput.__table__
+
+
+class User(Base):
+    """A person or program with API tokens; limits left empty fall back to its groups'."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[datetime] = mapped_column(DateTime)
+    max_active_jobs: Mapped[int | None] = mapped_column(Integer)
+    max_execution_duration: Mapped[int | None] = mapped_column(Integer)  # seconds
+    max_destruction_days: Mapped[float | None] = mapped_column(Float)
+
+
+class Group(Base):
+    """A set of users (an AMPEL channel): jobs are shared with it, definitions restricted
+    to it, and its data rights (comma-separated) reach its members' jobs."""
+
+    __tablename__ = "groups"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rights: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[datetime] = mapped_column(DateTime)
+    max_active_jobs: Mapped[int | None] = mapped_column(Integer)
+    max_execution_duration: Mapped[int | None] = mapped_column(Integer)
+    max_destruction_days: Mapped[float | None] = mapped_column(Float)
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+
+    user: Mapped[str] = mapped_column(String(64), primary_key=True)
+    group: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class Token(Base):
+    """An API token `opus_<key>.<secret>`: the key finds the row, only the secret's hash
+    is kept (tokens are random, so a fast hash is enough)."""
+
+    __tablename__ = "tokens"
+
+    key: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user: Mapped[str] = mapped_column(String(64), index=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created: Mapped[datetime] = mapped_column(DateTime)
+    last_used: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class JobShare(Base):
+    """A group a job is shared with (the SHARE control parameter)."""
+
+    __tablename__ = "job_shares"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    group: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+users = User.__table__
+groups = Group.__table__
+memberships = Membership.__table__
+tokens = Token.__table__
+job_shares = JobShare.__table__

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
+from opus.auth import Caller, visible_entities
 from opus.config import Settings
 from opus.errors import NotFound, ParameterError
+from opus.execution.fetch import FetchError, check_url
 from opus.ids import entity_qname, is_id, new_id
 from opus.jobdefs.model import JobDefinition, UsedDef
 from opus.jobdefs.params import check_value
@@ -24,10 +26,10 @@ from opus.store import jobs as store
 from opus.store.db import Database
 from opus.store.files import safe_file_name, write_stream
 
-CONTROL = ("PHASE", "RUNID", "EXECUTIONDURATION", "DESTRUCTION")
+CONTROL = ("PHASE", "RUNID", "EXECUTIONDURATION", "DESTRUCTION", "SHARE")
 
-# (jobdef, job id, result id) -> the result's entity, or NotFound
-FindResult = Callable[[str, str, str], store.EntityRecord]
+# (caller, jobdef, job id, result id) -> the result's entity, or NotFound
+FindResult = Callable[[Caller, str, str, str], store.EntityRecord]
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Upload:
 class Changes:
     """Parameter values and inputs bound from one request, not yet stored."""
 
+    caller: Caller  # who asks: a stored entity is referred to only if the caller may see it
     parameters: list[dict[str, object]] = field(default_factory=list)
     inputs: list[dict[str, object]] = field(default_factory=list)
     entities: list[store.EntityRecord] = field(default_factory=list)
@@ -67,6 +70,7 @@ class Binder:
 
     def bind(
         self,
+        caller: Caller,
         jobdef: JobDefinition,
         job_id: str,
         fields: Sequence[tuple[str, str]],
@@ -75,7 +79,7 @@ class Binder:
         creating: bool,
     ) -> Changes:
         """The request's values; uploads are stored already (`discard` removes them)."""
-        changes = Changes()
+        changes = Changes(caller)
         try:
             positions: dict[str, int] = {}
             names = {p.name.lower(): p.name for p in jobdef.parameters}
@@ -141,7 +145,7 @@ class Binder:
         template = used.url_template or ""
         if "://" not in text and template and not template.startswith("file://"):
             text = template.replace("${ID}", text).replace("$ID", text)
-        entity_id = self._local_entity(used.name, text, base_url)
+        entity_id = self._local_entity(changes.caller, used.name, text, base_url)
         if entity_id is not None:
             changes.add_input(used.name, position, entity_id)
             return
@@ -150,13 +154,17 @@ class Binder:
                 used.name,
                 f"{value!r} is not a stored entity id, nor an http(s) URL; upload a file instead",
             )
+        try:  # refused now, not at download: where it leads, or a host that does not resolve
+            check_url(text, self.settings.fetch_allowed)
+        except FetchError as exc:
+            raise ParameterError(used.name, str(exc)) from None
         changes.parameters.append(
             dict(name=used.name, position=position, value=text, by_reference=True)
         )
 
-    def _local_entity(self, name: str, text: str, base_url: str) -> str | None:
+    def _local_entity(self, caller: Caller, name: str, text: str, base_url: str) -> str | None:
         """The id of the stored entity `text` names (an id, opus:ent_<id>, or a URL of this
-        server's /store or results); None for anything else."""
+        server's /store or results), if the caller may see it; None for anything else."""
         parts = urlsplit(text)
         base = urlsplit(base_url)
         candidate: str | None = None
@@ -167,7 +175,9 @@ class Binder:
                 candidate = segments[1]
             elif len(segments) >= 5 and segments[0] == "rest" and segments[3] == "results":
                 try:
-                    return self.find_result(segments[1], segments[2], "/".join(segments[4:])).id
+                    return self.find_result(
+                        caller, segments[1], segments[2], "/".join(segments[4:])
+                    ).id
                 except NotFound as exc:
                     raise ParameterError(name, exc.message) from None
             elif segments[0] in ("rest", "jdl"):
@@ -179,7 +189,11 @@ class Binder:
         if candidate is None:
             return None
         with self.db.read() as conn:
-            found = store.get_entity(conn, candidate) if is_id(candidate) else None
+            found = (
+                store.get_entity(conn, candidate, visible_entities(caller))
+                if is_id(candidate)
+                else None
+            )
         if found is None:
             raise ParameterError(name, f"no stored entity {candidate!r}")
         return found.id

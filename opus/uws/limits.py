@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from opus.auth import Limits
 from opus.config import Settings
 from opus.errors import ParameterError
 from opus.jobdefs.model import JobDefinition
 from opus.timeutil import parse_datetime
 
 
-def execution_duration(settings: Settings, jobdef: JobDefinition, raw: str | None) -> int:
-    """Seconds a job may run: what it asks (or its definition's), capped by the server."""
-    limit = settings.max_execution_duration
+def execution_duration(limits: Limits, jobdef: JobDefinition, raw: str | None) -> int:
+    """Seconds a job may run: what it asks (or its definition's), capped by the caller's
+    limit (the server's, or one set for the user or its groups)."""
+    limit = limits.max_execution_duration
     wanted = jobdef.execution_duration or limit
     if raw is not None:
         try:
@@ -27,11 +29,11 @@ def execution_duration(settings: Settings, jobdef: JobDefinition, raw: str | Non
     return limit if wanted == 0 else min(wanted, limit)
 
 
-def destruction(settings: Settings, raw: str | None, now: datetime) -> datetime:
-    """When a job is destroyed: what it asks (or the default), at most the server's maximum."""
-    latest = now + timedelta(days=settings.max_destruction_days)
+def destruction(settings: Settings, limits: Limits, raw: str | None, now: datetime) -> datetime:
+    """When a job is destroyed: what it asks (or the default), at most the caller's maximum."""
+    latest = now + timedelta(days=limits.max_destruction_days)
     if raw is None:
-        return now + timedelta(days=settings.default_destruction_days)
+        return min(now + timedelta(days=settings.default_destruction_days), latest)
     try:
         wanted = parse_datetime(raw)
     except ValueError as exc:

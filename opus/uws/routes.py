@@ -6,10 +6,9 @@ from typing import Any
 
 import bottle
 
-from opus.auth import owner_of
 from opus.config import Settings
 from opus.errors import BadRequest, ParameterError
-from opus.http import base_url, query_value, query_values, router, see_other, text, xml_body
+from opus.http import base_url, caller, query_value, query_values, router, see_other, text, xml_body
 from opus.timeutil import format_datetime
 from opus.uws import xml
 from opus.uws.binding import Upload
@@ -48,7 +47,7 @@ def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None
     def job_list(jobdef: str) -> bytes | bottle.HTTPResponse:
         try:
             jobs = service.list_jobs(
-                jobdef, query_values("PHASE"), query_value("AFTER"), query_value("LAST")
+                caller(), jobdef, query_values("PHASE"), query_value("AFTER"), query_value("LAST")
             )
         except ListTooLong:
             query = bottle.request.query_string
@@ -57,17 +56,18 @@ def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None
 
     @route("/rest/<jobdef>", "POST")
     def create(jobdef: str) -> bottle.HTTPResponse:
-        owner = owner_of(bottle.request.environ, settings)
         fields, uploads = form_fields()
-        job_id = service.create(jobdef, fields, uploads, owner, base_url())
+        job_id = service.create(caller(), jobdef, fields, uploads, base_url())
         return see_other(job_url(jobdef, job_id))
 
     @route("/rest/<jobdef>/<job_id>")
     def job(jobdef: str, job_id: str) -> bytes:
         wait = query_value("WAIT")
         if wait is not None:
-            service.wait(jobdef, job_id, wait, query_value("PHASE"))
-        return xml_body(xml.job_document(service.get(jobdef, job_id), job_url(jobdef, job_id)))
+            service.wait(caller(), jobdef, job_id, wait, query_value("PHASE"))
+        return xml_body(
+            xml.job_document(service.get(caller(), jobdef, job_id), job_url(jobdef, job_id))
+        )
 
     @route("/rest/<jobdef>/<job_id>", "POST")
     def post_job(jobdef: str, job_id: str) -> bottle.HTTPResponse:
@@ -76,24 +76,24 @@ def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None
         if action is not None:
             if action.strip().upper() != "DELETE":
                 raise ParameterError("ACTION", f"{action!r}: the only action is DELETE")
-            service.delete(jobdef, job_id)
+            service.delete(caller(), jobdef, job_id)
             return see_other(f"{base_url()}/rest/{jobdef}")
         phase = form_value(fields, "PHASE")
         parameters = [(k, v) for k, v in fields if k.upper() != "PHASE"]
         if parameters or uploads:
-            service.set_parameters(jobdef, job_id, parameters, uploads, base_url())
+            service.set_parameters(caller(), jobdef, job_id, parameters, uploads, base_url())
         if phase is not None:
-            service.change_phase(jobdef, job_id, phase)
+            service.change_phase(caller(), jobdef, job_id, phase)
         return see_other(job_url(jobdef, job_id))
 
     @route("/rest/<jobdef>/<job_id>", "DELETE")
     def delete_job(jobdef: str, job_id: str) -> bottle.HTTPResponse:
-        service.delete(jobdef, job_id)
+        service.delete(caller(), jobdef, job_id)
         return see_other(f"{base_url()}/rest/{jobdef}")
 
     @route("/rest/<jobdef>/<job_id>/phase")
     def phase(jobdef: str, job_id: str) -> str:
-        return text(service.phase(jobdef, job_id))
+        return text(service.phase(caller(), jobdef, job_id))
 
     @route("/rest/<jobdef>/<job_id>/phase", "POST")
     def post_phase(jobdef: str, job_id: str) -> bottle.HTTPResponse:
@@ -101,54 +101,56 @@ def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None
         value = form_value(fields, "PHASE")
         if value is None:
             raise ParameterError("PHASE", "missing: post PHASE=RUN or PHASE=ABORT")
-        service.change_phase(jobdef, job_id, value)
+        service.change_phase(caller(), jobdef, job_id, value)
         return see_other(job_url(jobdef, job_id))
 
     @route("/rest/<jobdef>/<job_id>/executionduration")
     def execution_duration(jobdef: str, job_id: str) -> str:
-        return text(str(service.job(jobdef, job_id).execution_duration))
+        return text(str(service.job(caller(), jobdef, job_id).execution_duration))
 
     @route("/rest/<jobdef>/<job_id>/executionduration", "POST")
     def post_execution_duration(jobdef: str, job_id: str) -> bottle.HTTPResponse:
         fields, _ = form_fields()
-        service.set_execution_duration(jobdef, job_id, form_value(fields, "EXECUTIONDURATION"))
+        service.set_execution_duration(
+            caller(), jobdef, job_id, form_value(fields, "EXECUTIONDURATION")
+        )
         return see_other(job_url(jobdef, job_id))
 
     @route("/rest/<jobdef>/<job_id>/destruction")
     def destruction(jobdef: str, job_id: str) -> str:
-        return text(format_datetime(service.job(jobdef, job_id).destruction))
+        return text(format_datetime(service.job(caller(), jobdef, job_id).destruction))
 
     @route("/rest/<jobdef>/<job_id>/destruction", "POST")
     def post_destruction(jobdef: str, job_id: str) -> bottle.HTTPResponse:
         fields, _ = form_fields()
-        service.set_destruction(jobdef, job_id, form_value(fields, "DESTRUCTION"))
+        service.set_destruction(caller(), jobdef, job_id, form_value(fields, "DESTRUCTION"))
         return see_other(job_url(jobdef, job_id))
 
     @route("/rest/<jobdef>/<job_id>/quote")
     def quote(jobdef: str, job_id: str) -> str:
-        return text(format_datetime(service.job(jobdef, job_id).quote))
+        return text(format_datetime(service.job(caller(), jobdef, job_id).quote))
 
     @route("/rest/<jobdef>/<job_id>/error")
     def error(jobdef: str, job_id: str) -> str:
-        return text(service.job(jobdef, job_id).error or "")
+        return text(service.job(caller(), jobdef, job_id).error or "")
 
     @route("/rest/<jobdef>/<job_id>/owner")
     def owner(jobdef: str, job_id: str) -> str:
-        return text(service.job(jobdef, job_id).owner or "")
+        return text(service.job(caller(), jobdef, job_id).owner or "")
 
     @route("/rest/<jobdef>/<job_id>/parameters")
     def parameters(jobdef: str, job_id: str) -> bytes:
-        return xml_body(xml.parameters_document(service.get(jobdef, job_id).parameters))
+        return xml_body(xml.parameters_document(service.get(caller(), jobdef, job_id).parameters))
 
     @route("/rest/<jobdef>/<job_id>/parameters", "POST")
     def post_parameters(jobdef: str, job_id: str) -> bottle.HTTPResponse:
         fields, uploads = form_fields()
-        service.set_parameters(jobdef, job_id, fields, uploads, base_url())
+        service.set_parameters(caller(), jobdef, job_id, fields, uploads, base_url())
         return see_other(job_url(jobdef, job_id))
 
     @route("/rest/<jobdef>/<job_id>/parameters/<name>")
     def parameter(jobdef: str, job_id: str, name: str) -> str:
-        return text("\n".join(p.value for p in service.parameter(jobdef, job_id, name)))
+        return text("\n".join(p.value for p in service.parameter(caller(), jobdef, job_id, name)))
 
     @route("/rest/<jobdef>/<job_id>/parameters/<name>", "PUT")
     def put_parameter(jobdef: str, job_id: str, name: str) -> bottle.HTTPResponse:
@@ -157,21 +159,21 @@ def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None
             value = body.decode()
         except UnicodeDecodeError:
             raise ParameterError(name, "the value is not UTF-8 text") from None
-        service.set_parameters(jobdef, job_id, [(name, value)], [], base_url())
+        service.set_parameters(caller(), jobdef, job_id, [(name, value)], [], base_url())
         return see_other(job_url(jobdef, job_id))
 
     @route("/rest/<jobdef>/<job_id>/results")
     def results(jobdef: str, job_id: str) -> bytes:
-        view = service.get(jobdef, job_id)
+        view = service.get(caller(), jobdef, job_id)
         return xml_body(xml.results_document(view.results, job_url(jobdef, job_id)))
 
     @route("/rest/<jobdef>/<job_id>/results/<result_id:path>")
     def result(jobdef: str, job_id: str, result_id: str) -> bottle.HTTPResponse:
-        return serve_entity(service.result(jobdef, job_id, result_id), settings)
+        return serve_entity(service.result(caller(), jobdef, job_id, result_id), settings)
 
     @route("/store/<entity_id>")
     def stored(entity_id: str) -> bottle.HTTPResponse:
-        return serve_entity(service.entity(entity_id), settings)
+        return serve_entity(service.entity(caller(), entity_id), settings)
 
 
 def serve_entity(entity: Any, settings: Settings) -> bottle.HTTPResponse:

@@ -9,8 +9,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import Connection
+
+from opus.auth import (
+    Caller,
+    check_may_run,
+    limits_of,
+    may_change,
+    may_see,
+    visible_entities,
+    visible_jobs,
+)
 from opus.config import Settings
-from opus.errors import Forbidden, NotFound, ParameterError
+from opus.errors import Forbidden, NotFound, ParameterError, TooManyJobs
 from opus.execution.destruction import destroy_job
 from opus.execution.dispatch import Dispatcher
 from opus.execution.notify import Notifier, WaitHub
@@ -19,9 +30,10 @@ from opus.jobdefs.model import JobDefinition
 from opus.jobdefs.registry import Registry
 from opus.phases import BLOCKING, PHASES, RUNNABLE, Phase
 from opus.store import jobs as store
+from opus.store import users as accounts
 from opus.store.db import Database
 from opus.timeutil import parse_datetime, utcnow
-from opus.uws import limits
+from opus.uws import limits as uws_limits
 from opus.uws.binding import Binder, Upload
 
 MAX_LAST = 100_000
@@ -59,41 +71,69 @@ class JobService:
 
     # -- lookups ---------------------------------------------------------------------------
 
-    def jobdef(self, name: str) -> JobDefinition:
+    def jobdef(self, caller: Caller, name: str) -> JobDefinition:
+        """The definition; Forbidden for one restricted to groups the caller is not in."""
         jobdef = self.registry.get(name)
         if jobdef is None:
             raise NotFound(f"no job definition named {name!r}")
+        check_may_run(caller, jobdef)
         return jobdef
 
-    def job(self, jobdef: str, job_id: str) -> store.JobRecord:
-        self.jobdef(jobdef)
+    def jobdefs(self, caller: Caller) -> list[JobDefinition]:
+        """The definitions the caller may run, by name."""
+        found = [self.registry.definitions[n] for n in self.registry.names()]
+        return [d for d in found if not d.groups or caller.admin or set(d.groups) & caller.groups]
+
+    def _visible(self, caller: Caller, job_id: str, owner: str | None) -> bool:
+        """`may_see`, reading the job's shares only when they can decide it."""
+        if caller.admin or owner is None or owner == caller.name or not caller.groups:
+            return may_see(caller, owner)
+        with self.db.read() as conn:
+            return may_see(caller, owner, accounts.get_shares(conn, job_id))
+
+    def job(self, caller: Caller, jobdef: str, job_id: str) -> store.JobRecord:
+        """The job, if the caller may see it: a hidden job is not found, as a missing one."""
+        self.jobdef(caller, jobdef)
         with self.db.read() as conn:
             job = store.get_job(conn, job_id) if is_id(job_id) else None
-        if job is None or job.jobdef != jobdef:
+        if job is None or job.jobdef != jobdef or not self._visible(caller, job_id, job.owner):
             raise NotFound(f"no job {job_id!r} in {jobdef}")
         return job
 
-    def get(self, jobdef: str, job_id: str) -> JobView:
+    def _own(self, caller: Caller, jobdef: str, job_id: str) -> store.JobRecord:
+        """The job, if the caller may change it (its owner, or an admin)."""
+        job = self.job(caller, jobdef, job_id)
+        if not may_change(caller, job.owner):
+            raise Forbidden(
+                f"job {job_id} is {job.owner}'s: only its owner or an admin may change it"
+            )
+        return job
+
+    def get(self, caller: Caller, jobdef: str, job_id: str) -> JobView:
         """The job with its parameters and results."""
-        job = self.job(jobdef, job_id)
+        job = self.job(caller, jobdef, job_id)
         with self.db.read() as conn:
             return JobView(job, store.get_parameters(conn, job_id), store.get_results(conn, job_id))
 
-    def phase(self, jobdef: str, job_id: str) -> str:
-        self.jobdef(jobdef)
+    def phase(self, caller: Caller, jobdef: str, job_id: str) -> str:
+        self.jobdef(caller, jobdef)
         found = self.read_phase(job_id) if is_id(job_id) else None
-        if found is None or found[0] != jobdef:
+        if found is None or found[0] != jobdef or not self._visible(caller, job_id, found[2]):
             raise NotFound(f"no job {job_id!r} in {jobdef}")
         return found[1]
 
-    def parameter(self, jobdef: str, job_id: str, name: str) -> list[store.ParameterValue]:
-        values = [p for p in self.get(jobdef, job_id).parameters if p.name == name]
+    def parameter(
+        self, caller: Caller, jobdef: str, job_id: str, name: str
+    ) -> list[store.ParameterValue]:
+        values = [p for p in self.get(caller, jobdef, job_id).parameters if p.name == name]
         if not values:
             raise NotFound(f"job {job_id} has no parameter {name!r}")
         return values
 
-    def result(self, jobdef: str, job_id: str, result_id: str) -> store.EntityRecord:
-        self.job(jobdef, job_id)
+    def result(
+        self, caller: Caller, jobdef: str, job_id: str, result_id: str
+    ) -> store.EntityRecord:
+        self.job(caller, jobdef, job_id)
         with self.db.read() as conn:
             results = store.get_results(conn, job_id)
         for entity in results:
@@ -101,9 +141,14 @@ class JobService:
                 return entity
         raise NotFound(f"job {job_id} has no result {result_id!r}")
 
-    def entity(self, entity_id: str) -> store.EntityRecord:
+    def entity(self, caller: Caller, entity_id: str) -> store.EntityRecord:
+        """A stored entity the caller may see (one held or used by a job it may see)."""
         with self.db.read() as conn:
-            entity = store.get_entity(conn, entity_id) if is_id(entity_id) else None
+            entity = (
+                store.get_entity(conn, entity_id, visible_entities(caller))
+                if is_id(entity_id)
+                else None
+            )
         if entity is None:
             raise NotFound(f"no stored entity {entity_id!r}")
         return entity
@@ -112,13 +157,14 @@ class JobService:
 
     def list_jobs(
         self,
+        caller: Caller,
         jobdef: str,
         phases: Sequence[str],
         after: str | None,
         last: str | None,
-        owner: str | None = None,
     ) -> list[store.JobRecord]:
-        self.jobdef(jobdef)
+        """The jobs of a definition the caller may see, filtered as UWS 1.1 says."""
+        self.jobdef(caller, jobdef)
         wanted = []
         for phase in phases:
             if phase.upper() not in PHASES:
@@ -135,28 +181,33 @@ class JobService:
             if not last.strip().isdigit() or int(last) > MAX_LAST:
                 raise ParameterError("LAST", f"{last!r} is not a whole number from 0 to {MAX_LAST}")
             last_n = int(last)
+        visible = visible_jobs(caller)
         with self.db.read() as conn:
             if (
                 last_n is None
-                and store.count_jobs(conn, jobdef, wanted, after_time, owner) > MAX_LIST
+                and store.count_jobs(conn, jobdef, wanted, after_time, visible) > MAX_LIST
             ):
                 raise ListTooLong()
-            return store.list_jobs(conn, jobdef, wanted, after_time, last_n, owner)
+            return store.list_jobs(conn, jobdef, wanted, after_time, last_n, visible)
 
     # -- creation and parameters -----------------------------------------------------------
 
     def create(
         self,
+        caller: Caller,
         jobdef_name: str,
         fields: Sequence[tuple[str, str]],
         uploads: Sequence[Upload],
-        owner: str | None,
         base_url: str,
     ) -> str:
         """Create a job from request fields; PHASE=RUN queues it at once. Returns its id."""
-        jobdef = self.jobdef(jobdef_name)
+        jobdef = self.jobdef(caller, jobdef_name)
+        fields, shared = self._shares(caller, fields)
+        if shared is None:
+            shared = jobdef.share if caller.name else []
+        limits = limits_of(self.settings, caller)
         job_id = new_id()
-        changes = self.binder.bind(jobdef, job_id, fields, uploads, base_url, creating=True)
+        changes = self.binder.bind(caller, jobdef, job_id, fields, uploads, base_url, creating=True)
         try:
             now = utcnow()
             control = changes.control
@@ -167,16 +218,18 @@ class JobService:
                 id=job_id,
                 jobdef=jobdef.name,
                 run_id=control.get("RUNID"),
-                owner=owner,
+                owner=caller.name,
                 phase=Phase.QUEUED if run else Phase.PENDING,
                 creation_time=now,
                 start_time=None,
                 end_time=None,
-                execution_duration=limits.execution_duration(
-                    self.settings, jobdef, control.get("EXECUTIONDURATION")
+                execution_duration=uws_limits.execution_duration(
+                    limits, jobdef, control.get("EXECUTIONDURATION")
                 ),
-                destruction=limits.destruction(self.settings, control.get("DESTRUCTION"), now),
-                quote=limits.quote(jobdef, now),
+                destruction=uws_limits.destruction(
+                    self.settings, limits, control.get("DESTRUCTION"), now
+                ),
+                quote=uws_limits.quote(jobdef, now),
                 error_message=None,
                 error_type=None,
                 worker=None,
@@ -188,8 +241,11 @@ class JobService:
             if run:
                 self._check_complete(jobdef, changes.given())
             with self.db.write() as conn:
+                if run:
+                    self._check_active(conn, caller)
                 store.insert_entities(conn, changes.entities)
                 store.insert_job(conn, job, changes.parameters, changes.inputs)
+                accounts.set_shares(conn, job_id, shared)
         except BaseException:
             self.binder.discard(changes)
             raise
@@ -199,21 +255,28 @@ class JobService:
 
     def set_parameters(
         self,
+        caller: Caller,
         jobdef_name: str,
         job_id: str,
         fields: Sequence[tuple[str, str]],
         uploads: Sequence[Upload],
         base_url: str,
     ) -> None:
-        jobdef = self.jobdef(jobdef_name)
-        job = self.job(jobdef_name, job_id)
+        """Change parameters, inputs or SHARE of a PENDING job."""
+        jobdef = self.jobdef(caller, jobdef_name)
+        job = self._own(caller, jobdef_name, job_id)
         if job.phase != Phase.PENDING:
             raise Forbidden(f"job {job_id} is {job.phase}: parameters change only while PENDING")
-        changes = self.binder.bind(jobdef, job_id, fields, uploads, base_url, creating=False)
+        fields, shared = self._shares(caller, fields)
+        changes = self.binder.bind(
+            caller, jobdef, job_id, fields, uploads, base_url, creating=False
+        )
         try:
             with self.db.write() as conn:
                 if store.get_phase(conn, job_id) != (jobdef.name, Phase.PENDING):
                     raise Forbidden(f"job {job_id} is no longer PENDING")
+                if shared is not None:
+                    accounts.set_shares(conn, job_id, shared)
                 store.insert_entities(conn, changes.entities)
                 store.replace_parameters(conn, job_id, changes.parameters)
                 roles = [
@@ -223,6 +286,42 @@ class JobService:
         except BaseException:
             self.binder.discard(changes)
             raise
+
+    def _shares(
+        self, caller: Caller, fields: Sequence[tuple[str, str]]
+    ) -> tuple[list[tuple[str, str]], list[str] | None]:
+        """The fields without SHARE, and the groups SHARE names (None: not given).
+
+        SHARE is repeatable and takes comma-separated names; a user shares with groups it
+        is a member of (an admin with any group); an empty value shares with none."""
+        rest = [(k, v) for k, v in fields if k.upper() != "SHARE"]
+        values = [v for k, v in fields if k.upper() == "SHARE"]
+        if not values:
+            return rest, None
+        if caller.name is None:
+            raise ParameterError(
+                "SHARE", "anonymous jobs are everyone's: send credentials to share"
+            )
+        names = sorted({n.strip() for v in values for n in v.split(",") if n.strip()})
+        with self.db.read() as conn:
+            for name in names:
+                if accounts.get_group(conn, name) is None:
+                    raise ParameterError("SHARE", f"no group {name!r}")
+                if not caller.admin and name not in caller.groups:
+                    raise ParameterError("SHARE", f"you are not a member of {name!r}")
+        return rest, names
+
+    def _check_active(self, conn: Connection, caller: Caller) -> None:
+        """Past the caller's limit of jobs QUEUED or EXECUTING, no more are run (429)."""
+        limit = limits_of(self.settings, caller).max_active_jobs
+        if not limit:
+            return
+        active = accounts.count_active(conn, caller.name)
+        if active >= limit:
+            raise TooManyJobs(
+                f"{caller.label} has {active} jobs queued or executing, the most allowed: "
+                "run this one when some have ended"
+            )
 
     @staticmethod
     def _check_complete(jobdef: JobDefinition, given: set[str]) -> None:
@@ -247,11 +346,11 @@ class JobService:
             raise ParameterError("PHASE", f"{phase!r}: a new job takes only PHASE=RUN")
         return True
 
-    def change_phase(self, jobdef_name: str, job_id: str, value: str) -> None:
+    def change_phase(self, caller: Caller, jobdef_name: str, job_id: str, value: str) -> None:
         action = value.strip().upper()
-        job = self.job(jobdef_name, job_id)
+        job = self._own(caller, jobdef_name, job_id)
         if action == "RUN":
-            self._run(jobdef_name, job)
+            self._run(caller, jobdef_name, job)
         elif action == "ABORT":
             self._abort(job)
         elif action in ("SUSPEND", "ARCHIVE"):
@@ -261,16 +360,17 @@ class JobService:
         else:
             raise ParameterError("PHASE", f"{value!r} is not RUN or ABORT")
 
-    def _run(self, jobdef_name: str, job: store.JobRecord) -> None:
+    def _run(self, caller: Caller, jobdef_name: str, job: store.JobRecord) -> None:
         if job.phase in (Phase.QUEUED, Phase.EXECUTING):
             return  # already on its way: RUN again changes nothing
         if job.phase not in RUNNABLE:
             raise Forbidden(f"job {job.id} is {job.phase}: only a PENDING job can be run")
-        jobdef = self.jobdef(jobdef_name)
+        jobdef = self.jobdef(caller, jobdef_name)
         with self.db.write() as conn:
             given = {p.name for p in store.get_parameters(conn, job.id)}
             self._check_complete(jobdef, given)
-            moved = store.queue(conn, job.id, limits.quote(jobdef, utcnow()))
+            self._check_active(conn, caller)
+            moved = store.queue(conn, job.id, uws_limits.quote(jobdef, utcnow()))
         if not moved:
             raise Forbidden(f"job {job.id} is no longer PENDING")
         self.notifier.publish(job.id)
@@ -289,28 +389,38 @@ class JobService:
 
     # -- limits ----------------------------------------------------------------------------
 
-    def set_execution_duration(self, jobdef_name: str, job_id: str, raw: str | None) -> None:
+    def set_execution_duration(
+        self, caller: Caller, jobdef_name: str, job_id: str, raw: str | None
+    ) -> None:
         if raw is None:
             raise ParameterError("EXECUTIONDURATION", "missing")
-        job = self.job(jobdef_name, job_id)
+        job = self._own(caller, jobdef_name, job_id)
         if job.phase != Phase.PENDING:
             raise Forbidden(f"job {job_id} is {job.phase}: its execution duration is fixed")
-        value = limits.execution_duration(self.settings, self.jobdef(jobdef_name), raw)
+        value = uws_limits.execution_duration(
+            limits_of(self.settings, caller), self.jobdef(caller, jobdef_name), raw
+        )
         with self.db.write() as conn:
             if not store.set_execution_duration(conn, job_id, value):
                 raise Forbidden(f"job {job_id} is no longer PENDING")
 
-    def set_destruction(self, jobdef_name: str, job_id: str, raw: str | None) -> None:
+    def set_destruction(
+        self, caller: Caller, jobdef_name: str, job_id: str, raw: str | None
+    ) -> None:
         if raw is None:
             raise ParameterError("DESTRUCTION", "missing")
-        self.job(jobdef_name, job_id)
-        value = limits.destruction(self.settings, raw, utcnow())
+        self._own(caller, jobdef_name, job_id)
+        value = uws_limits.destruction(
+            self.settings, limits_of(self.settings, caller), raw, utcnow()
+        )
         with self.db.write() as conn:
             store.set_destruction(conn, job_id, value)
 
     # -- WAIT ------------------------------------------------------------------------------
 
-    def wait(self, jobdef_name: str, job_id: str, wait: str, phase: str | None) -> None:
+    def wait(
+        self, caller: Caller, jobdef_name: str, job_id: str, wait: str, phase: str | None
+    ) -> None:
         """UWS 1.1 blocking: return when the phase changes or the time is up (section 2.2.1.2)."""
         try:
             seconds = int(wait.strip())
@@ -324,7 +434,7 @@ class JobService:
             wanted = phase.strip().upper()
             if wanted not in PHASES:
                 raise ParameterError("PHASE", f"{phase!r} is not a UWS phase")
-        current = self.phase(jobdef_name, job_id)
+        current = self.phase(caller, jobdef_name, job_id)
         if seconds == 0 or current not in BLOCKING:
             return
         if wanted is not None and wanted != current:
@@ -338,6 +448,6 @@ class JobService:
 
     # -- deletion --------------------------------------------------------------------------
 
-    def delete(self, jobdef_name: str, job_id: str) -> None:
-        self.job(jobdef_name, job_id)
+    def delete(self, caller: Caller, jobdef_name: str, job_id: str) -> None:
+        self._own(caller, jobdef_name, job_id)
         destroy_job(self.settings, self.db, self.notifier, job_id)

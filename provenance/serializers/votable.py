@@ -229,6 +229,10 @@ def to_votable(doc: Document) -> bytes:
         root, _tag("RESOURCE"), type="results", utype="voprov:ProvenanceDocument"
     )
     etree.SubElement(resource, _tag("INFO"), name="QUERY_STATUS", value="OK")
+    if doc.hidden:
+        etree.SubElement(
+            resource, _tag("INFO"), name="hidden", value=str(doc.hidden)
+        ).text = f"{doc.hidden} record(s) of this lineage are not visible to you"
     for name, utype, fields in TABLES:
         if not rows[name]:
             continue
