@@ -213,11 +213,13 @@ def submit(args: argparse.Namespace) -> int:
 def jobs(args: argparse.Namespace) -> int:
     session = _session(args)
     server = args.server.rstrip("/")
-    names = (
-        [args.jobdef]
-        if args.jobdef
-        else [d["name"] for d in session.get(f"{server}/jdl").json()["jobdefs"]]
-    )
+    names = [args.jobdef]
+    if not args.jobdef:
+        listing = session.get(f"{server}/jdl")
+        if listing.status_code != 200:  # e.g. 401: no credentials, or wrong ones
+            print(f"opus jobs: {listing.status_code} {listing.text.strip()}", file=sys.stderr)
+            return 1
+        names = [d["name"] for d in listing.json()["jobdefs"]]
     params: dict[str, Any] = {"LAST": str(args.last)}
     if args.phase:
         params["PHASE"] = args.phase

@@ -33,10 +33,14 @@ def capabilities(base: str, jobdefs: list[str], anonymous: bool) -> bytes:
     )
 
     def capability(standard_id: str | None, url: str, secured: bool = True) -> str:
+        # A secured interface's URL is a base: the job URLs, their sub-resources and the
+        # queries lie below it, and clients (pyvo's AuthSession) send the credentials of
+        # a "full" URL to that exact URL only. VOSI's own URLs are used as they are.
         standard = f' standardID="{escape(standard_id)}"' if standard_id else ""
+        use = "base" if secured else "full"
         return (
             f'<capability{standard}><interface xsi:type="vs:ParamHTTP">'
-            f'<accessURL use="full">{escape(url)}</accessURL>{methods if secured else ""}'
+            f'<accessURL use="{use}">{escape(url)}</accessURL>{methods if secured else ""}'
             "</interface></capability>"
         )
 

@@ -199,7 +199,9 @@ def _hidden_records(doc: Document, chosen: Selection) -> None:
     for number, (shown, count) in enumerate(sorted(chosen.hidden.items()), start=1):
         doc.hidden += count
         stand_in = f"{shown.partition(':')[0]}:hidden_{number}"
-        attributes = dict(prov__label=HIDDEN_LABEL, voprov__hidden=count)
+        attributes = dict(
+            prov__type=QName("voprov:hidden"), prov__label=HIDDEN_LABEL, voprov__hidden=count
+        )
         if shown in chosen.entities:  # the activities that generated or used it
             doc.add("activity", stand_in, {}, **attributes)
             if chosen.direction == "BACK":
