@@ -273,7 +273,7 @@ def fill(server: Server, size: int) -> dict[str, Any]:
     from sqlalchemy import func, insert, select
 
     from opus.store.db import Database
-    from opus.store.jobs import job_parameters, jobs
+    from opus.store.jobs import job_parameters, jobs, new_job
     from opus.timeutil import utcnow
 
     db = Database(server.db_url)
@@ -298,21 +298,15 @@ def fill(server: Server, size: int) -> dict[str, Any]:
                 job_id = secrets.token_hex(8)
                 created = first + step * i
                 rows.append(
-                    dict(
+                    new_job(
                         id=job_id,
                         jobdef="hello",
-                        run_id=None,
                         owner=None,
                         phase="PENDING",
                         creation_time=created,
-                        start_time=None,
-                        end_time=None,
                         execution_duration=60,
                         destruction=created + timedelta(days=30),
                         quote=created + timedelta(seconds=1),
-                        error_message=None,
-                        error_type=None,
-                        worker=None,
                     )
                 )
                 params.append(

@@ -90,17 +90,12 @@ def _celery_app() -> Any:
     if not settings.broker_url:
         print("opus: set OPUS_BROKER_URL (redis://...) to run Celery workers", file=sys.stderr)
         return None
-    try:
-        check(settings)
-    except MissingExtra as exc:
-        print(f"opus: {exc}", file=sys.stderr)
+    db = _database()
+    if db is None:
         return None
     from opus.execution.celery_app import make_celery
-    from opus.store.db import Database
     from opus.store.migrate import SchemaError
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.db_url)
     try:
         db.create_schema()
     except SchemaError as exc:

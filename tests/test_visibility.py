@@ -88,24 +88,14 @@ def _fill(
         for job_id, (owner, shares) in zip(job_ids, job_rows, strict=True):
             store.insert_job(
                 conn,
-                dict(
+                store.new_job(
                     id=job_id,
                     jobdef="hello",
-                    run_id=None,
                     owner=owner,
                     phase="COMPLETED",
                     creation_time=now,
-                    start_time=None,
-                    end_time=None,
                     execution_duration=60,
                     destruction=now + timedelta(days=1),
-                    quote=None,
-                    error_message=None,
-                    error_type=None,
-                    worker=None,
-                    dispatch_failed=False,
-                    heartbeat=None,
-                    attempts=0,
                 ),
                 [],
             )

@@ -116,6 +116,40 @@ def new_entity(
     )
 
 
+def new_job(
+    *,
+    id: str,
+    jobdef: str,
+    owner: str | None,
+    phase: str,
+    creation_time: datetime,
+    execution_duration: int,
+    destruction: datetime,
+    run_id: str | None = None,
+    quote: datetime | None = None,
+) -> dict[str, Any]:
+    """The row of a job not yet run (the one constructor of a job's row)."""
+    return dict(
+        id=id,
+        jobdef=jobdef,
+        run_id=run_id,
+        owner=owner,
+        phase=str(phase),
+        creation_time=creation_time,
+        start_time=None,
+        end_time=None,
+        execution_duration=execution_duration,
+        destruction=destruction,
+        quote=quote,
+        error_message=None,
+        error_type=None,
+        worker=None,
+        dispatch_failed=False,
+        heartbeat=None,
+        attempts=0,
+    )
+
+
 def _job(row: Any) -> JobRecord:
     return JobRecord(**row._mapping)
 

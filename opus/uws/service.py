@@ -214,15 +214,13 @@ class JobService:
             run = self._run_requested(control)
             if len(control.get("RUNID", "")) > 256:
                 raise ParameterError("RUNID", "longer than 256 characters")
-            job = dict(
+            job = store.new_job(
                 id=job_id,
                 jobdef=jobdef.name,
                 run_id=control.get("RUNID"),
                 owner=caller.name,
                 phase=Phase.QUEUED if run else Phase.PENDING,
                 creation_time=now,
-                start_time=None,
-                end_time=None,
                 execution_duration=uws_limits.execution_duration(
                     limits, jobdef, control.get("EXECUTIONDURATION")
                 ),
@@ -230,12 +228,6 @@ class JobService:
                     self.settings, limits, control.get("DESTRUCTION"), now
                 ),
                 quote=uws_limits.quote(jobdef, now),
-                error_message=None,
-                error_type=None,
-                worker=None,
-                dispatch_failed=False,
-                heartbeat=None,
-                attempts=0,
             )
             self.binder.apply_defaults(jobdef, changes, base_url)
             if run:
