@@ -1,6 +1,6 @@
 """Throughput and latency of an OPUS server: one JSON object on stdout.
 
-    python benchmarks/uws_bench.py [--quick] [--workers 2] [--keep]
+    python benchmarks/uws_bench.py [--quick] [--workers 2] [--keep] [--user]
 
 Starts its own `opus serve` (gunicorn, gevent workers, embedded executor) on a
 free port with a fresh temporary data dir and the default SQLite database, then
@@ -13,8 +13,10 @@ measures, in this order:
 4. last100_ms: GET /rest/hello?LAST=100 once the hello list holds 100,000 jobs,
    the missing ones inserted directly into the server's SQLite database.
 
-Progress goes to stderr. The server (its whole process group) is stopped at
-the end, on error too. Client, wrk and server share the machine's CPUs.
+With --user every request carries a user's API token (Bearer), so that the figures
+include authentication (and the job list its visibility predicate); without it the
+requests are anonymous. Progress goes to stderr. The server (its whole process group)
+is stopped at the end, on error too. Client, wrk and server share the machine's CPUs.
 """
 
 from __future__ import annotations
@@ -107,6 +109,26 @@ def start_server(data_dir: Path, workers: int, executor_processes: int) -> Serve
     )
 
 
+# Headers every request sends: the Authorization of --user, or none
+AUTH: dict[str, str] = {}
+
+
+def add_user(server: Server) -> str:
+    """A user made with `opus user add`, as an operator would; its token."""
+    done = subprocess.run(
+        [sys.executable, "-m", "opus.cli", "user", "add", "bench", "--max-active", "0"],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+def wrk_headers() -> str:
+    return "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in AUTH.items())
+
+
 class Client:
     """One keep-alive HTTP/1.1 connection; reconnects if the server closed it."""
 
@@ -119,7 +141,7 @@ class Client:
     ) -> tuple[int, dict[str, str], bytes]:
         for attempt in (0, 1):
             try:
-                self.conn.request(method, path, body=body, headers=headers or {})
+                self.conn.request(method, path, body=body, headers=AUTH | (headers or {}))
                 response = self.conn.getresponse()
                 data = response.read()
                 return response.status, dict(response.getheaders()), data
@@ -251,7 +273,7 @@ wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 
 
 def bench_create(server: Server, seconds: int, work: Path) -> dict[str, Any]:
-    return run_wrk(f"{server.url}/rest/hello", seconds, CREATE_LUA, work)
+    return run_wrk(f"{server.url}/rest/hello", seconds, CREATE_LUA + wrk_headers(), work)
 
 
 def bench_phase_reads(server: Server, seconds: int, work: Path) -> dict[str, Any]:
@@ -263,7 +285,7 @@ def bench_phase_reads(server: Server, seconds: int, work: Path) -> dict[str, Any
             raise RuntimeError(f"GET {path}/phase: {status} {data[:200]!r}")
     finally:
         client.close()
-    result = run_wrk(f"{server.url}{path}/phase", seconds, None, work)
+    result = run_wrk(f"{server.url}{path}/phase", seconds, wrk_headers() or None, work)
     result["path"] = path
     return result
 
@@ -392,6 +414,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--executor-processes", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep the data dir and server log")
+    parser.add_argument("--user", action="store_true", help="send a user's token every time")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is required", file=sys.stderr)
@@ -411,12 +434,15 @@ def main() -> int:
             "worker_class": "gevent",
             "database": "sqlite",
             "executor_processes": args.executor_processes,
+            "authentication": "bearer token" if args.user else "anonymous",
         },
     }
     try:
         log(f"starting opus serve, data in {data_dir}")
         server = start_server(data_dir, args.workers, args.executor_processes)
         log(f"opus serve on {server.url}, process group {server.process.pid}")
+        if args.user:
+            AUTH["Authorization"] = f"Bearer {add_user(server)}"
         report["roundtrip_ms"] = bench_roundtrip(server, 20, n_roundtrip)
         log(f"roundtrip_ms: {report['roundtrip_ms']}")
         create = bench_create(server, wrk_seconds, work)

@@ -14,7 +14,16 @@ from opus.auth import Identities
 from opus.config import Settings
 from opus.execution.dispatch import Dispatcher, make_dispatcher
 from opus.execution.notify import Notifier, make_notifier
-from opus.http import XML, base_url, caller, errors_as_text, identify, plain_error_page, router
+from opus.http import (
+    XML,
+    base_url,
+    caller,
+    errors_as_text,
+    identify,
+    plain_error_page,
+    request_guard,
+    router,
+)
 from opus.jobdefs.registry import Registry, load_registry
 from opus.provsap import routes as provsap_routes
 from opus.provsap.service import ProvenanceService
@@ -47,6 +56,7 @@ def create_app(settings: Settings) -> bottle.Bottle:
     services = build_services(settings)
     app = bottle.Bottle(catchall=True)
     app.install(errors_as_text)
+    app.add_hook("before_request", request_guard(settings.max_upload_bytes))
     app.install(identify(services.identities, OPEN_PATHS))
     app.default_error_handler = plain_error_page
     app.config["opus.services"] = services

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
         default=100, ge=0, description="QUEUED or EXECUTING jobs a user may have; 0: no limit"
     )
     max_upload_bytes: int = Field(
-        default=100 * 2**20, ge=0, description="largest request body (uploads), bytes"
+        default=100 * 2**20, ge=0, description="largest request body (uploads), bytes; 0: no limit"
     )
     fetch_allow_hosts: str = Field(
         default="",

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
+import tempfile
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import bottle
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from opus.auth import CHALLENGES, Caller, Identities
-from opus.errors import OpusError, ParameterError
+from opus.errors import BadRequest, OpusError, ParameterError
 
 XML = "application/xml; charset=utf-8"
 TEXT = "text/plain; charset=utf-8"
 
 log = logging.getLogger(__name__)
+SPOOL_IN_MEMORY = 1 << 20  # a chunked body larger than this is spooled to a temporary file
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
@@ -82,14 +86,31 @@ def answer(body: bytes, content_type: str) -> bytes:
     return body
 
 
+def content_disposition(file_name: str, kind: str = "inline") -> str:
+    """A Content-Disposition header (RFC 6266) for any file name: a quoted ASCII name that
+    cannot break out of its quotes, and the name itself percent-encoded when it differs."""
+    fallback = re.sub(r"[^A-Za-z0-9._-]", "_", file_name)[-200:] or "file"
+    header = f'{kind}; filename="{fallback}"'
+    if file_name and fallback != file_name:
+        header += f"; filename*=UTF-8''{quote(file_name, safe='', errors='replace')}"
+    return header
+
+
 def see_other(url: str) -> bottle.HTTPResponse:
     return bottle.HTTPResponse(status=303, headers={"Location": url})
+
+
+def _decoded(source: bottle.FormsDict) -> list[tuple[str, str]]:
+    try:
+        return list(source.decode().allitems())
+    except UnicodeDecodeError:
+        raise BadRequest("the request's parameters are not UTF-8 text") from None
 
 
 def query_values(name: str) -> list[str]:
     """All values of a query parameter, its name matched case-insensitively (DALI)."""
     wanted = name.upper()
-    return [v for k, v in bottle.request.query.decode().allitems() if k.upper() == wanted]
+    return [v for k, v in _decoded(bottle.request.query) if k.upper() == wanted]
 
 
 def query_value(name: str) -> str | None:
@@ -103,13 +124,76 @@ def all_params() -> dict[str, list[str]]:
     """Query and form parameters, names upper-cased (DALI names are case-insensitive)."""
     found: dict[str, list[str]] = {}
     for source in (bottle.request.query, bottle.request.forms):
-        for key, value in source.decode().allitems():
+        for key, value in _decoded(source):
             found.setdefault(key.upper(), []).append(value)
     return found
 
 
+def one_line(message: str) -> str:
+    """`message` with line breaks and other unprintable characters escaped."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in message)
+
+
 def plain(status: int, message: str) -> bottle.HTTPResponse:
-    return bottle.HTTPResponse(body=message + "\n", status=status, headers={"Content-Type": TEXT})
+    return bottle.HTTPResponse(
+        body=one_line(message) + "\n", status=status, headers={"Content-Type": TEXT}
+    )
+
+
+def request_guard(max_body: int) -> Callable[[], None]:
+    """A before_request hook: a path that is not UTF-8 is answered 400, a body
+    over `max_body` bytes (0: no limit) 413, before bottle reads it. A chunked body (no
+    Content-Length) is read here up to the limit, and handed on with its length."""
+    limit = f"the limit of {max_body} bytes (OPUS_MAX_UPLOAD_BYTES)"
+
+    def guard() -> None:
+        environ = bottle.request.environ
+        if not _is_utf8(environ.get("bottle.raw_path", "")):
+            raise plain(400, "the request's path is not UTF-8")
+        length_text = environ.get("CONTENT_LENGTH") or ""
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if length_text and not chunked:
+            if not length_text.isascii() or not length_text.isdigit():
+                raise plain(400, f"Content-Length {length_text!r} is not a number of bytes")
+            if max_body and int(length_text) > max_body:
+                raise plain(413, f"the request body of {length_text} bytes is over {limit}")
+        elif chunked:
+            environ["wsgi.input"], size = _spool(environ["wsgi.input"], max_body)
+            if max_body and size > max_body:
+                raise plain(413, f"the request body is over {limit}")
+            # the server has taken the chunks apart: bottle reads the body by its length
+            environ["CONTENT_LENGTH"] = str(size)
+            del environ["HTTP_TRANSFER_ENCODING"]
+
+    return guard
+
+
+def _is_utf8(wsgi_text: str) -> bool:
+    """Whether a WSGI environ string (the bytes sent, as latin-1) is UTF-8."""
+    try:
+        wsgi_text.encode("latin-1").decode()
+    except UnicodeEncodeError:  # not bytes as latin-1: text already
+        return True
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _spool(stream: Any, max_body: int) -> tuple[Any, int]:
+    """The stream's bytes in a temporary file (the request's body from now on: it is closed
+    with the request), up to one byte over max_body; their size."""
+    spooled = tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY)  # noqa: SIM115
+    size, wanted = 0, (max_body + 1 if max_body else None)
+    while wanted is None or size < wanted:
+        chunk = stream.read(1 << 16 if wanted is None else min(1 << 16, wanted - size))
+        if not chunk:
+            break
+        spooled.write(chunk)
+        size += len(chunk)
+    spooled.seek(0)
+    return spooled, size
 
 
 def errors_as_text(callback: Callable[..., Any]) -> Callable[..., Any]:
@@ -144,4 +228,7 @@ def errors_as_text(callback: Callable[..., Any]) -> Callable[..., Any]:
 def plain_error_page(response: bottle.HTTPError) -> str:
     """bottle's own errors (no such route, method not allowed) as text, not an HTML page."""
     response.set_header("Content-Type", TEXT)
-    return f"{response.status_line}: {bottle.request.method} {bottle.request.path}\n"
+    line = f"{response.status_line}: {bottle.request.method} {bottle.request.path}"
+    if response.status_code in (400, 413) and isinstance(response.body, str) and response.body:
+        line += f": {response.body}"  # why: a multipart body bottle could not read
+    return one_line(line) + "\n"

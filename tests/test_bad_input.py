@@ -22,7 +22,7 @@ PROBES = [
     ("GET", "{job}/results/../../opus.sqlite", None, 404),
     ("GET", "/jdl/..%2Fsetup.cfg", None, 404),
     ("GET", "/jdl/%00", None, 404),
-    ("GET", "/rest/hello/%ff%fe", None, 404),
+    ("GET", "/rest/hello/%ff%fe", None, 400),
     ("GET", "/rest/hello?LAST=99999999999999999999", None, 400),
     ("GET", "/rest/hello?AFTER=2026-13-45", None, 400),
     ("GET", "/rest/hello?AFTER=0001-01-01T00:00:00%2B14:00", None, 400),

@@ -468,6 +468,94 @@ def test_bad_wait_is_400(app: webtest.TestApp, query: str, name: str) -> None:
     assert_bad(app.get(f"{path}{query}", status="*"), 400, f"parameter {name}")
 
 
+# -- hostile input (end to end, with jobs that run: test_hostile_input.py) ------------------
+
+MARKUP = "<script>alert(1)</script> ]]> \"double\" 'single' &amp; <b>b</b>"
+
+
+@pytest.mark.parametrize("value", ["a\x01b", "\x1b[31m", "tab\x0bvertical", "\ufffe", "\uffff"])
+def test_values_xml_cannot_hold_are_400_naming_the_parameter(
+    app: webtest.TestApp, value: str
+) -> None:
+    before = listed(app, "opus_echo")
+    for field in ("text", "mode", "RUNID"):
+        params = {"text": "t", field: value}
+        response = app.post("/rest/opus_echo", params, status="*")
+        assert_bad(response, 400, f"parameter {field}", "XML cannot hold")
+    response = app.post("/rest/concat", {"inputs": f"https://example.org/{value}"}, status="*")
+    assert_bad(response, 400, "parameter inputs", "XML cannot hold")
+    path = create(app, "opus_echo", text="t")
+    assert_bad(app.post(f"{path}/parameters", {"text": value}, status="*"), 400, "parameter text")
+    assert_bad(app.put(f"{path}/parameters/text", value.encode(), status="*"), 400, "text")
+    assert app.get(f"{path}/parameters/text", status=200).text == "t"
+    assert listed(app, "opus_echo") == [*before, job_id(path)]  # the list still reads
+
+
+def test_markup_in_values_is_text_in_uws_documents(app: webtest.TestApp) -> None:
+    path = create(app, "opus_echo", text=MARKUP, RUNID=MARKUP)
+    doc = job_doc(app, path)
+    assert doc.findtext("uws:runId", namespaces=NS) == MARKUP
+    values = {p.get("id"): p.text for p in doc.iterfind("uws:parameters/uws:parameter", NS)}
+    assert values["text"] == MARKUP
+    parameters = etree.fromstring(app.get(f"{path}/parameters", status=200).body)
+    assert {p.get("id"): p.text for p in parameters.iterfind("uws:parameter", NS)}["text"] == MARKUP
+    listing = etree.fromstring(app.get("/rest/opus_echo", status=200).body)
+    ref = listing.find(f"uws:jobref[@id='{job_id(path)}']", NS)
+    assert ref is not None and ref.findtext("uws:runId", namespaces=NS) == MARKUP
+    for document in (doc, parameters, listing):
+        assert not [e for e in document.iter() if etree.QName(e).localname in ("script", "b")]
+    assert app.get(f"{path}/parameters/text", status=200).text == MARKUP
+
+
+def test_error_messages_are_one_line_whatever_they_name(app: webtest.TestApp) -> None:
+    name = "bad\r\nX-Injected: 1"
+    response = app.post("/rest/opus_echo", {"text": "t", name: "1"}, status="*")
+    assert_bad(response, 400, "parameter bad\\r\\nX-Injected: 1", "unknown")
+    assert response.text.count("\n") == 1 and "X-Injected" not in response.headers
+    response = app.get("/rest/no_such%0D%0AX-Injected:%201", status="*")
+    assert_bad(response, 404, "\\r\\n")
+    assert response.text.count("\n") == 1 and "X-Injected" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("target", "words"),
+    [
+        ("/rest/hello/%ff%fe", "path is not UTF-8"),
+        ("/rest/hel%ffl%fo", "path is not UTF-8"),
+        ("/jdl/hello%c3%28", "path is not UTF-8"),
+        ("/rest/hello?PHASE=%ff", "not UTF-8"),
+        ("/rest/hello?%ff=1", "not UTF-8"),
+        ("/provsap?ID=%ff", "not UTF-8"),
+        ("/rest/hello?LAST=%C2%B2", "parameter LAST"),
+        ("/rest/hello?LAST=%EF%BC%91", "parameter LAST"),
+        ("/rest/hello?LAST=" + "9" * 5000, "parameter LAST"),
+        ("/rest/hello?LAST=1e9", "parameter LAST"),
+        ("/rest/hello?AFTER=" + "9" * 5000, "parameter AFTER"),
+        ("/rest/hello?AFTER=9999-12-31T23:59:59-14:00", "parameter AFTER"),
+        ("/provsap?ID=x&DEPTH=%C2%B2", "parameter DEPTH"),
+        ("/provsap?ID=x&DEPTH=" + "9" * 5000, "parameter DEPTH"),
+    ],
+)
+def test_unreadable_or_overflowing_requests_are_400(
+    app: webtest.TestApp, target: str, words: str
+) -> None:
+    assert_bad(app.get(target, status="*"), 400, words)
+
+
+def test_overflowing_numbers_in_job_requests_are_400_or_capped(app: webtest.TestApp) -> None:
+    path = create(app, "sleeper")
+    assert_bad(app.get(f"{path}?WAIT={'9' * 5000}", status="*"), 400, "parameter WAIT")
+    response = app.post(f"{path}/executionduration", {"EXECUTIONDURATION": "9" * 5000}, status="*")
+    assert_bad(response, 400, "parameter EXECUTIONDURATION")
+    app.post(f"{path}/executionduration", {"EXECUTIONDURATION": "9" * 30}, status=303)
+    assert app.get(f"{path}/executionduration", status=200).text == str(MAX_DURATION)
+    for when in ("9999-12-31T23:59:59-14:00", "9" * 5000, "+99999-01-01"):
+        response = app.post(f"{path}/destruction", {"DESTRUCTION": when}, status="*")
+        assert_bad(response, 400, "parameter DESTRUCTION")
+    response = app.post("/rest/opus_echo", {"text": "t", "count": "9" * 5000}, status="*")
+    assert_bad(response, 400, "parameter count")
+
+
 # -- job definitions and VOSI ---------------------------------------------------------------
 
 

@@ -28,10 +28,12 @@ def collect_results(
         if not matches and not gen.is_pattern:
             raise JobFailure(f"result {gen.name} ({gen.file_name}) was not produced")
         for path in matches:
+            relative = path.relative_to(workdir).as_posix()
+            if not relative.isprintable():  # line breaks, controls, bytes that are not UTF-8
+                raise JobFailure(f"result {gen.name}: the file name {relative!r} is not printable")
             real = path.resolve()
             if not real.is_relative_to(real_workdir):
                 raise JobFailure(f"result {gen.name}: {path.name} points outside the job directory")
-            relative = path.relative_to(workdir).as_posix()
             result_id = relative if gen.is_pattern else gen.name
             if result_id in seen:
                 continue

@@ -26,6 +26,7 @@ from opus.execution.process import run_process
 from opus.execution.recording import job_activity
 from opus.execution.results import collect_results
 from opus.jobdefs.model import JobDefinition
+from opus.jobdefs.params import xml_safe
 from opus.jobdefs.registry import Registry
 from opus.phases import Phase
 from opus.store import jobs as store
@@ -155,6 +156,8 @@ def _finish(
     gets its provenance up to the abort. While the database is unreachable the runner
     tries again for a while: the results are on disk.
     """
+    if error_message is not None:  # a process's stderr, a file name: shown in XML documents
+        error_message = xml_safe(error_message)
     give_up = time.monotonic() + FINISH_RETRY_FOR
     tries = 0
     while True:

@@ -20,8 +20,9 @@ from typing import Any
 from lxml import etree
 from pydantic import ValidationError
 
+from opus.errors import ParameterError
 from opus.jobdefs.model import JobDefinition, Kind
-from opus.jobdefs.params import parse_boolean
+from opus.jobdefs.params import check_definition, parse_boolean
 
 KINDS: dict[str, Kind] = {
     "boolean": "boolean",
@@ -39,6 +40,9 @@ KINDS: dict[str, Kind] = {
     "datetime": "datetime",
     "date": "datetime",
 }
+
+
+MAX_FILE_BYTES = 4 * 2**20  # a definition is a few KiB; its script at most 128 KiB
 
 
 class JobDefError(Exception):
@@ -111,6 +115,8 @@ def _multiplicity(text: str) -> int | str:
         return 1
     if text in ("*", "n", "N"):
         return "*"
+    if int(text) < 1:
+        raise ValueError(f"multiplicity {text!r} is not a whole number from 1, nor *")
     return int(text)
 
 
@@ -172,9 +178,18 @@ def _retry(path: Path, text: str) -> bool:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise JobDefError(
+                path, "file", f"{size} bytes, over the {MAX_FILE_BYTES} a definition may have"
+            )
         root = etree.parse(str(path), etree.XMLParser(resolve_entities=False, no_network=True))
     except (etree.XMLSyntaxError, OSError) as exc:
         raise JobDefError(path, "file", f"not readable XML: {exc}") from None
+    if _local(root.getroot()) != "VOTABLE":
+        raise JobDefError(
+            path, "file", f"the root element is <{_local(root.getroot())}>, not <VOTABLE>"
+        )
     resources = [
         r
         for r in root.getroot().iter()
@@ -217,7 +232,7 @@ def _read(path: Path) -> dict[str, Any]:
         data["used"] = [_used(g) for g in _children(groups.get("Used", []), "GROUP")]
         field = "GROUP Generated"
         data["generated"] = [_generated(g) for g in _children(groups.get("Generated", []), "GROUP")]
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise JobDefError(path, field, str(exc)) from None
     return data
 
@@ -225,12 +240,18 @@ def _read(path: Path) -> dict[str, Any]:
 def load_votable(path: Path) -> JobDefinition:
     data = _read(path)
     try:
-        return JobDefinition.model_validate(data)
+        jobdef = JobDefinition.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"]) or "definition"
         where = _name_location(data, error["loc"]) or where
         raise JobDefError(path, where, error["msg"]) from None
+    for pdef in jobdef.parameters:
+        try:
+            check_definition(pdef)
+        except ParameterError as exc:
+            raise JobDefError(path, f"parameters {pdef.name!r}", exc.reason) from None
+    return jobdef
 
 
 def _name_location(data: dict[str, Any], loc: tuple[Any, ...]) -> str:

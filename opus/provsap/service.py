@@ -40,9 +40,11 @@ def parse(params: Mapping[str, Sequence[str]], default_depth: str = "1") -> Requ
     """ProvSAP parameters (names already upper-cased; unknown ones ignored)."""
     ids = [v.strip() for v in params.get("ID", []) if v.strip()]
     depth_text = (_one(params, "DEPTH") or default_depth).upper()
+    # ASCII digits only: int() also reads other scripts' digits
+    digits = depth_text.isascii() and depth_text.isdigit() and len(depth_text) < 20
     if depth_text == "ALL":
         depth = None
-    elif depth_text.isdigit() and int(depth_text) <= 10_000:
+    elif digits and int(depth_text) <= 10_000:
         depth = int(depth_text)
     else:
         raise ParameterError("DEPTH", f"{depth_text!r} is not a whole number (0 to 10000) or ALL")

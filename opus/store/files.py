@@ -12,9 +12,10 @@ UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def safe_file_name(name: str) -> str:
-    """A client's file name made harmless for paths and headers ('' if nothing is left)."""
-    safe = UNSAFE.sub("_", name.replace("\\", "/").rsplit("/", 1)[-1]).lstrip(".")
-    return safe[-200:]  # the end keeps the extension
+    """A client's file name made harmless for paths, headers and a job's command lines
+    (no leading '-' to be read as an option; '' if nothing is left)."""
+    safe = UNSAFE.sub("_", name.replace("\\", "/").rsplit("/", 1)[-1])
+    return safe[-200:].lstrip(".-")  # the end keeps the extension
 
 
 class TooLarge(Exception):

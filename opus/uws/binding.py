@@ -10,6 +10,7 @@ are its full configuration.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -21,12 +22,13 @@ from opus.errors import NotFound, ParameterError
 from opus.execution.fetch import FetchError, check_url
 from opus.ids import entity_qname, is_id, new_id
 from opus.jobdefs.model import JobDefinition, UsedDef
-from opus.jobdefs.params import check_value
+from opus.jobdefs.params import check_text, check_value
 from opus.store import jobs as store
 from opus.store.db import Database
 from opus.store.files import safe_file_name, write_stream
 
 CONTROL = ("PHASE", "RUNID", "EXECUTIONDURATION", "DESTRUCTION", "SHARE")
+MEDIA_TYPE = re.compile(r"[\w!#$&^.+-]+/[\w!#$&^.+-]+", re.ASCII)
 
 # (caller, jobdef, job id, result id) -> the result's entity, or NotFound
 FindResult = Callable[[Caller, str, str, str], store.EntityRecord]
@@ -62,6 +64,13 @@ class Changes:
         self.inputs.append(dict(role=role, position=position, entity_id=entity_id))
 
 
+def media_type(given: str, declared: str) -> str:
+    """The client's type/subtype of an upload (served and recorded later), or the
+    definition's when the client's is missing or not a media type."""
+    kind = given.split(";", 1)[0].strip().lower()
+    return kind if MEDIA_TYPE.fullmatch(kind) else declared
+
+
 class Binder:
     def __init__(self, settings: Settings, db: Database, find_result: FindResult) -> None:
         self.settings = settings
@@ -89,6 +98,7 @@ class Binder:
                 if creating and key in CONTROL:
                     if key in changes.control:
                         raise ParameterError(key, "given more than once")
+                    check_text(key, value)
                     changes.control[key] = value
                     continue
                 name = raw_name if raw_name in names.values() else names.get(raw_name.lower())
@@ -108,6 +118,7 @@ class Binder:
                     )
                 else:
                     self._check_multiplicity(used, position)
+                    check_text(name, value)
                     self._reference(used, value, position, changes, base_url)
             upload_roles = {u.name.lower(): u.name for u in jobdef.used}
             for upload in uploads:
@@ -212,7 +223,7 @@ class Binder:
                 origin="upload",
                 path=str(target.relative_to(self.settings.data_dir)),
                 file_name=safe_file_name(upload.file_name) or used.name,
-                content_type=upload.content_type or used.content_type,
+                content_type=media_type(upload.content_type, used.content_type),
                 size=size,
                 sha256=sha256,
             )

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import bottle
 
 from opus.config import Settings
-from opus.errors import BadRequest, ParameterError
-from opus.http import base_url, caller, query_value, query_values, router, see_other, text, xml_body
+from opus.errors import BadRequest, NotFound, ParameterError
+from opus.http import (
+    base_url,
+    caller,
+    content_disposition,
+    query_value,
+    query_values,
+    router,
+    see_other,
+    text,
+    xml_body,
+)
 from opus.timeutil import format_datetime
 from opus.uws import xml
 from opus.uws.binding import Upload
@@ -177,11 +188,19 @@ def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None
 
 
 def serve_entity(entity: Any, settings: Settings) -> bottle.HTTPResponse:
-    disposition = f'inline; filename="{entity.file_name}"'
+    stored = settings.data_dir / entity.path
+    if os.path.realpath(stored) != str(stored):  # a link put there since (by a job's process)
+        raise NotFound(f"the stored file of {entity.name} was replaced: it is not served")
     response: bottle.HTTPResponse = bottle.static_file(
         entity.path,
         root=str(settings.data_dir),
         mimetype=entity.content_type,
-        headers={"Content-Disposition": disposition, "X-Content-SHA256": entity.sha256},
+        headers={
+            "Content-Disposition": content_disposition(entity.file_name),
+            "X-Content-SHA256": entity.sha256,
+            # what a client uploaded or a job wrote: never run as a page of this server
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox",
+        },
     )
     return response

@@ -178,9 +178,11 @@ class JobService:
                 raise ParameterError("AFTER", str(exc)) from None
         last_n = None
         if last is not None:
-            if not last.strip().isdigit() or int(last) > MAX_LAST:
+            digits = last.strip()  # ASCII digits only: int() also reads other scripts' digits
+            number = digits.isascii() and digits.isdigit() and len(digits) < 20
+            if not number or int(digits) > MAX_LAST:
                 raise ParameterError("LAST", f"{last!r} is not a whole number from 0 to {MAX_LAST}")
-            last_n = int(last)
+            last_n = int(digits)
         visible = visible_jobs(caller)
         with self.db.read() as conn:
             if (
