@@ -176,11 +176,17 @@ def revoke_tokens(conn: Connection, user: str, key_prefix: str = "") -> int:
 # -- what identities own and share -----------------------------------------------------------
 
 
-def set_shares(conn: Connection, job_id: str, names: Iterable[str]) -> None:
-    conn.execute(delete(job_shares).where(job_shares.c.job_id == job_id))
+def add_shares(conn: Connection, job_id: str, names: Iterable[str]) -> None:
+    """Share a job with more groups (a new job: no statement when there are none)."""
     rows = [dict(job_id=job_id, group=g) for g in sorted(set(names))]
     if rows:
         conn.execute(insert(job_shares), rows)
+
+
+def set_shares(conn: Connection, job_id: str, names: Iterable[str]) -> None:
+    """The groups a job is shared with, instead of those it had."""
+    conn.execute(delete(job_shares).where(job_shares.c.job_id == job_id))
+    add_shares(conn, job_id, names)
 
 
 def get_shares(conn: Connection, job_id: str) -> frozenset[str]:

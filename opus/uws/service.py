@@ -239,7 +239,7 @@ class JobService:
                     self._check_active(conn, caller)
                 store.insert_entities(conn, changes.entities)
                 store.insert_job(conn, job, changes.parameters, changes.inputs)
-                accounts.set_shares(conn, job_id, shared)
+                accounts.add_shares(conn, job_id, shared)
         except BaseException:
             self.binder.discard(changes)
             raise
@@ -270,7 +270,7 @@ class JobService:
                 if store.get_phase(conn, job_id) != (jobdef.name, Phase.PENDING):
                     raise Forbidden(f"job {job_id} is no longer PENDING")
                 if shared is not None:
-                    accounts.set_shares(conn, job_id, shared)
+                    accounts.add_shares(conn, job_id, shared)
                 store.insert_entities(conn, changes.entities)
                 store.replace_parameters(conn, job_id, changes.parameters)
                 roles = [
