@@ -270,7 +270,7 @@ class JobService:
                 if store.get_phase(conn, job_id) != (jobdef.name, Phase.PENDING):
                     raise Forbidden(f"job {job_id} is no longer PENDING")
                 if shared is not None:
-                    accounts.add_shares(conn, job_id, shared)
+                    accounts.set_shares(conn, job_id, shared)
                 store.insert_entities(conn, changes.entities)
                 store.replace_parameters(conn, job_id, changes.parameters)
                 roles = [
