@@ -49,6 +49,16 @@ def _number(pdef: ParameterDef, raw: str) -> int | float:
     return value
 
 
+def whole_number(text: str, most: int) -> int | None:
+    """`text` as a whole number from 0 to `most`, else None. ASCII digits only: int() also
+    reads other scripts' digits, and thousands of them take a while to convert."""
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit() and len(digits) < 20):
+        return None
+    number = int(digits)
+    return number if number <= most else None
+
+
 def parse_boolean(raw: str) -> bool:
     """true/false, yes/no, on/off, 1/0 (any case) as a bool; ValueError for anything else."""
     word = raw.strip().lower()

@@ -12,6 +12,7 @@ from typing import cast
 from opus.auth import Caller, visible_nodes
 from opus.errors import NotFound, ParameterError, Unavailable
 from opus.ids import NAMESPACES, entity_qname, is_id, job_qname
+from opus.jobdefs.params import whole_number
 from opus.store.db import Database
 from provenance import document, query
 from provenance.serializers import FORMATS, FormatUnavailable, serialize
@@ -40,12 +41,10 @@ def parse(params: Mapping[str, Sequence[str]], default_depth: str = "1") -> Requ
     """ProvSAP parameters (names already upper-cased; unknown ones ignored)."""
     ids = [v.strip() for v in params.get("ID", []) if v.strip()]
     depth_text = (_one(params, "DEPTH") or default_depth).upper()
-    # ASCII digits only: int() also reads other scripts' digits
-    digits = depth_text.isascii() and depth_text.isdigit() and len(depth_text) < 20
     if depth_text == "ALL":
         depth = None
-    elif digits and int(depth_text) <= 10_000:
-        depth = int(depth_text)
+    elif (number := whole_number(depth_text, 10_000)) is not None:
+        depth = number
     else:
         raise ParameterError("DEPTH", f"{depth_text!r} is not a whole number (0 to 10000) or ALL")
     direction = (_one(params, "DIRECTION") or "BACK").upper()

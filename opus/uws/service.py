@@ -16,6 +16,7 @@ from opus.auth import (
     check_may_run,
     limits_of,
     may_change,
+    may_run,
     may_see,
     visible_entities,
     visible_jobs,
@@ -27,6 +28,7 @@ from opus.execution.dispatch import Dispatcher
 from opus.execution.notify import Notifier, WaitHub
 from opus.ids import is_id, new_id
 from opus.jobdefs.model import JobDefinition
+from opus.jobdefs.params import whole_number
 from opus.jobdefs.registry import Registry
 from opus.phases import BLOCKING, PHASES, RUNNABLE, Phase
 from opus.store import jobs as store
@@ -82,7 +84,7 @@ class JobService:
     def jobdefs(self, caller: Caller) -> list[JobDefinition]:
         """The definitions the caller may run, by name."""
         found = [self.registry.definitions[n] for n in self.registry.names()]
-        return [d for d in found if not d.groups or caller.admin or set(d.groups) & caller.groups]
+        return [d for d in found if may_run(caller, d)]
 
     def _visible(self, caller: Caller, job_id: str, owner: str | None) -> bool:
         """`may_see`, reading the job's shares only when they can decide it."""
@@ -178,11 +180,9 @@ class JobService:
                 raise ParameterError("AFTER", str(exc)) from None
         last_n = None
         if last is not None:
-            digits = last.strip()  # ASCII digits only: int() also reads other scripts' digits
-            number = digits.isascii() and digits.isdigit() and len(digits) < 20
-            if not number or int(digits) > MAX_LAST:
+            last_n = whole_number(last, MAX_LAST)
+            if last_n is None:
                 raise ParameterError("LAST", f"{last!r} is not a whole number from 0 to {MAX_LAST}")
-            last_n = int(digits)
         visible = visible_jobs(caller)
         with self.db.read() as conn:
             if (
