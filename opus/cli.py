@@ -10,15 +10,12 @@ import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opus.config import Settings
 from opus.extras import MissingExtra, check
-from opus.identity_cli import add_commands
+from opus.identity_cli import add_commands, open_database
 from opus.phases import FINAL, Phase
-
-if TYPE_CHECKING:
-    from opus.store.db import Database
 
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
 XLINK = "{http://www.w3.org/1999/xlink}"
@@ -90,7 +87,7 @@ def _celery_app() -> Any:
     if not settings.broker_url:
         print("opus: set OPUS_BROKER_URL (redis://...) to run Celery workers", file=sys.stderr)
         return None
-    db = _database()
+    db = open_database()
     if db is None:
         return None
     from opus.execution.celery_app import make_celery
@@ -267,25 +264,11 @@ def prov_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _database() -> Database | None:
-    """The configured Database, its folder made (None, said why, if a driver is missing)."""
-    settings = Settings()
-    try:
-        check(settings)
-    except MissingExtra as exc:
-        print(f"opus: {exc}", file=sys.stderr)
-        return None
-    from opus.store.db import Database
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return Database(settings.db_url)
-
-
 def db_upgrade(args: argparse.Namespace) -> int:
     """Bring the database's schema to the newest revision (back it up first)."""
     from opus.store import migrate
 
-    db = _database()
+    db = open_database()
     if db is None:
         return 2
     try:
@@ -308,7 +291,7 @@ def db_current(args: argparse.Namespace) -> int:
     """Print the database's revision of the schema (nothing for an empty database)."""
     from opus.store import migrate
 
-    db = _database()
+    db = open_database()
     if db is None:
         return 2
     try:

@@ -10,36 +10,48 @@ from typing import TYPE_CHECKING
 
 from opus.config import Settings
 from opus.errors import OpusError
+from opus.extras import MissingExtra, check
 from opus.timeutil import format_datetime
 
 if TYPE_CHECKING:  # the database's modules are imported when a command runs
     from opus.accounts import Accounts
-
-
-def _accounts() -> Accounts:
-    from opus.accounts import Accounts
     from opus.store.db import Database
-    from opus.store.migrate import ensure_current
 
+
+def open_database() -> Database | None:
+    """The configured Database for a command on the server's machine, its folder made
+    (None, said why, if its driver is not installed). The `opus` commands share it."""
     settings = Settings()
+    try:
+        check(settings)
+    except MissingExtra as exc:
+        print(f"opus: {exc}", file=sys.stderr)
+        return None
+    from opus.store.db import Database
+
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.db_url)
-    ensure_current(db)
-    return Accounts(db)
+    return Database(settings.db_url)
 
 
 def _run(name: str, action: Callable[[Accounts, argparse.Namespace], None]) -> Callable[..., int]:
     def command(args: argparse.Namespace) -> int:
-        from opus.store.migrate import SchemaError
+        from opus.accounts import Accounts
+        from opus.store.migrate import SchemaError, ensure_current
 
+        db = open_database()
+        if db is None:
+            return 2
         try:
-            action(_accounts(), args)
+            ensure_current(db)
+            action(Accounts(db), args)
         except OpusError as exc:
             print(f"opus {name}: {exc.message}", file=sys.stderr)
             return 2
         except SchemaError as exc:
             print(f"opus {name}: {exc}", file=sys.stderr)
             return 2
+        finally:
+            db.engine.dispose()
         return 0
 
     return command
