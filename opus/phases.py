@@ -17,6 +17,7 @@ __all__ = [
     "PHASES",
     "RUNNABLE",
     "TRANSITIONS",
+    "UNDER_WAY",
     "Phase",
 ]
 
@@ -41,6 +42,9 @@ ACTIVE = frozenset({Phase.PENDING, Phase.QUEUED, Phase.EXECUTING, Phase.HELD, Ph
 FINAL = frozenset({Phase.COMPLETED, Phase.ERROR, Phase.ABORTED, Phase.ARCHIVED})
 # UWS 1.1 WAIT blocks only while a job is in one of these (section 2.2.1.2).
 BLOCKING = frozenset({Phase.PENDING, Phase.QUEUED, Phase.EXECUTING})
+# On its way to a runner or running: PHASE=RUN changes nothing, and these count against
+# a user's limit of active jobs.
+UNDER_WAY = frozenset({Phase.QUEUED, Phase.EXECUTING})
 # PHASE=ABORT is accepted from these.
 ABORTABLE = ACTIVE
 # PHASE=RUN queues a job from these.

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, delete, func, insert, select, update
 
-from opus.phases import Phase
+from opus.phases import UNDER_WAY
 from opus.store import schema
 
 users: Table = schema.users  # type: ignore[assignment]
@@ -199,11 +199,7 @@ def delete_shares(conn: Connection, job_id: str) -> None:
 
 
 def count_active(conn: Connection, owner: str | None) -> int:
-    """The owner's QUEUED and EXECUTING jobs (None: the anonymous ones)."""
+    """The owner's jobs under way, QUEUED or EXECUTING (None: the anonymous ones)."""
     mine = jobs.c.owner.is_(None) if owner is None else jobs.c.owner == owner
-    query = (
-        select(func.count())
-        .select_from(jobs)
-        .where(mine, jobs.c.phase.in_([Phase.QUEUED, Phase.EXECUTING]))
-    )
+    query = select(func.count()).select_from(jobs).where(mine, jobs.c.phase.in_(sorted(UNDER_WAY)))
     return int(conn.execute(query).scalar_one())

@@ -30,7 +30,7 @@ from opus.ids import is_id, new_id
 from opus.jobdefs.model import JobDefinition
 from opus.jobdefs.params import whole_number
 from opus.jobdefs.registry import Registry
-from opus.phases import BLOCKING, PHASES, RUNNABLE, Phase
+from opus.phases import BLOCKING, PHASES, RUNNABLE, UNDER_WAY, Phase
 from opus.store import jobs as store
 from opus.store import users as accounts
 from opus.store.db import Database
@@ -355,7 +355,7 @@ class JobService:
             raise ParameterError("PHASE", f"{value!r} is not RUN or ABORT")
 
     def _run(self, caller: Caller, jobdef_name: str, job: store.JobRecord) -> None:
-        if job.phase in (Phase.QUEUED, Phase.EXECUTING):
+        if job.phase in UNDER_WAY:
             return  # already on its way: RUN again changes nothing
         if job.phase not in RUNNABLE:
             raise Forbidden(f"job {job.id} is {job.phase}: only a PENDING job can be run")
