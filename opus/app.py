@@ -28,6 +28,9 @@ from opus.jobdefs.registry import Registry, load_registry
 from opus.provsap import routes as provsap_routes
 from opus.provsap.service import ProvenanceService
 from opus.store.db import WEB_POOL, Database
+from opus.tap import routes as tap_routes
+from opus.tap.schema import BY_NAME
+from opus.tap.service import TapService
 from opus.uws import routes as uws_routes
 from opus.uws.service import JobService
 
@@ -62,6 +65,7 @@ def create_app(settings: Settings) -> bottle.Bottle:
     app.config["opus.services"] = services
     uws_routes.install(app, services.jobs, services.settings)
     provsap_routes.install(app, ProvenanceService(services.db), services.jobs.job)
+    tap_routes.install(app, TapService(settings, services.db), services.jobs, settings)
     _install_service_routes(app, services)
     gc.freeze()  # what exists now lives as long as the process: keep it out of GC scans
     return app
@@ -70,6 +74,8 @@ def create_app(settings: Settings) -> bottle.Bottle:
 # VOSI answers anyone: clients learn there whether they need credentials (IVOA SSO).
 OPEN_PATHS = frozenset(
     {"/availability", "/capabilities", "/provsap/availability", "/provsap/capabilities"}
+    | {"/tap/availability", "/tap/capabilities", "/tap/tables"}
+    | {f"/tap/tables/{name}" for name in BY_NAME}
 )
 
 
@@ -79,6 +85,7 @@ def _install_service_routes(app: bottle.Bottle, services: Services) -> None:
 
     @route("/availability")
     @route("/provsap/availability")
+    @route("/tap/availability")
     def availability() -> bytes:
         notes = [f"{len(registry.definitions)} job definition(s) served"]
         try:

@@ -53,6 +53,21 @@ class Settings(BaseSettings):
     fetch_timeout: float = Field(default=60.0, gt=0, description="URL input download, s")
     fetch_max_bytes: int = Field(default=2**30, ge=1, description="largest URL input, bytes")
     max_wait: int = Field(default=600, ge=0, description="longest WAIT a request may block, s")
+    public_url: str = Field(
+        default="",
+        description="the server's public base URL (https://host/prefix): the provenance "
+        "namespace and every location are under it; empty: the URL each request shows",
+    )
+    tap_maxrec: int = Field(default=10_000, ge=0, description="TAP rows when MAXREC is not given")
+    tap_hard_maxrec: int = Field(default=1_000_000, ge=1, description="TAP rows at most")
+    tap_sync_timeout: float = Field(default=60.0, gt=0, description="a sync TAP query's limit, s")
+    tap_upload_max_rows: int = Field(default=100_000, ge=1, description="rows of one TAP upload")
+    tap_upload_max_bytes: int = Field(
+        default=16 * 2**20, ge=1, description="bytes of one TAP upload table"
+    )
+    tap_max_depth: int = Field(
+        default=1000, ge=1, description="hops at most of the ADQL lineage functions"
+    )
     executor_processes: int = Field(default=0, ge=0, description="0 means one per CPU")
     sweep_interval: float = Field(default=60.0, gt=0, description="destruction sweep period, s")
     server: str = Field(

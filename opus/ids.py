@@ -9,6 +9,13 @@ import secrets
 ID_PATTERN = re.compile(r"^[a-z0-9]{16}$")
 NOT_NCNAME = re.compile(r"[^A-Za-z0-9_.-]+")
 NAMESPACES = {"opus": "urn:opus:"}  # the prefix of every qualified name OPUS records
+PROV_PATH = "/prov/"  # under the server's public base URL: where `opus:` names resolve
+
+
+def namespace_uri(base_url: str) -> str:
+    """The URI the prefix `opus` stands for on the server at `base_url`: every qualified
+    name `opus:<local>` is then the URL `<base_url>/prov/<local>`, which resolves."""
+    return base_url.rstrip("/") + PROV_PATH
 
 
 def new_id() -> str:

@@ -24,13 +24,18 @@ BASIC_AA = "ivo://ivoa.net/sso#BasicAA"
 TOKEN = "ivo://ivoa.net/sso#token"
 
 
+def security_methods(anonymous: bool) -> str:
+    """The securityMethod elements of a secured interface."""
+    return ("<securityMethod/>" if anonymous else "") + "".join(
+        f'<securityMethod standardID="{m}"/>' for m in (BASIC_AA, TOKEN)
+    )
+
+
 def capabilities(base: str, jobdefs: list[str], anonymous: bool) -> bytes:
     """The service's capabilities, each interface listing its security methods (IVOA SSO):
     an anonymous one (a securityMethod without standardID) where anonymous access is on,
     HTTP Basic and bearer tokens always; VOSI itself is open to all."""
-    methods = ("<securityMethod/>" if anonymous else "") + "".join(
-        f'<securityMethod standardID="{m}"/>' for m in (BASIC_AA, TOKEN)
-    )
+    methods = security_methods(anonymous)
 
     def capability(standard_id: str | None, url: str, secured: bool = True) -> str:
         # A secured interface's URL is a base: the job URLs, their sub-resources and the
@@ -49,6 +54,7 @@ def capabilities(base: str, jobdefs: list[str], anonymous: bool) -> bytes:
         capability("ivo://ivoa.net/std/VOSI#availability", f"{base}/availability", False),
     ]
     parts.append(capability(PROVSAP, f"{base}/provsap"))
+    parts.append(capability("ivo://ivoa.net/std/TAP", f"{base}/tap"))
     parts += [capability(None, f"{base}/rest/{name}") for name in jobdefs]
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'

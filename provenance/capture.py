@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Dialect, Engine, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 
 from provenance import store
-from provenance.model import Activity
+from provenance.model import Activity, RoleDescription
 
 __all__ = ["PACKAGES", "context", "context_qname", "git_commit", "record"]
 
@@ -251,6 +251,14 @@ def record(
         written.add(key)
         return True
 
+    description = activity.description
+    new_description = unstored(f"description {description.id}")
+
+    def roles(described: Sequence[RoleDescription]) -> list[dict[str, Any]]:
+        if not new_description:
+            return []
+        return [dict(vars(r), description_id=description.id) for r in described]
+
     context_id = context_qname(activity) if activity.context else None
     contexts = (
         [dict(context_id=context_id, key=k, value=v) for k, v in activity.context.items()]
@@ -288,13 +296,9 @@ def record(
     _write_all(
         conn,
         [
-            (
-                store.activity_descriptions,
-                [vars(activity.description)]
-                if unstored(f"description {activity.description.id}")
-                else [],
-                True,
-            ),
+            (store.activity_descriptions, [description.row()] if new_description else [], True),
+            (store.usage_descriptions, roles(description.used), True),
+            (store.generation_descriptions, roles(description.generated), True),
             (store.contexts, contexts, True),
             (store.entities, _unique(entities, ["id"]), True),
             (

@@ -10,7 +10,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-__all__ = ["VOPROV", "Activity", "ActivityDescription", "Agent", "AgentType", "Entity", "Parameter"]
+__all__ = [
+    "VOPROV",
+    "Activity",
+    "ActivityDescription",
+    "Agent",
+    "AgentType",
+    "Entity",
+    "Parameter",
+    "RoleDescription",
+]
 
 VOPROV = "http://www.ivoa.net/documents/ProvenanceDM/ns/voprov/"
 
@@ -18,8 +27,20 @@ AgentType = Literal["Person", "SoftwareAgent", "Organization"]
 
 
 @dataclass(frozen=True)
+class RoleDescription:
+    """A UsageDescription or GenerationDescription: a role an activity of some kind uses
+    or generates an entity in, and what such an entity is (its EntityDescription)."""
+
+    role: str
+    description: str = ""
+    multiplicity: str = "1"  # a number, or "*"
+    content_type: str = ""
+
+
+@dataclass(frozen=True)
 class ActivityDescription:
-    """What kind of activity this is (shared by every run of it): name, version, type..."""
+    """What kind of activity this is (shared by every run of it): name, version, type...,
+    and the roles it uses and generates entities in."""
 
     id: str
     name: str
@@ -28,6 +49,12 @@ class ActivityDescription:
     subtype: str = ""
     doculink: str = ""
     description: str = ""
+    used: tuple[RoleDescription, ...] = ()
+    generated: tuple[RoleDescription, ...] = ()
+
+    def row(self) -> dict[str, str]:
+        """The columns of its own table (the roles have tables of their own)."""
+        return {k: v for k, v in vars(self).items() if k not in ("used", "generated")}
 
 
 @dataclass(frozen=True)

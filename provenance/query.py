@@ -13,17 +13,30 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import CompoundSelect, Connection, Select, func, literal, select, union, union_all
+from sqlalchemy import (
+    CompoundSelect,
+    Connection,
+    Select,
+    TextualSelect,
+    cast,
+    func,
+    literal,
+    select,
+    union,
+    union_all,
+)
 from sqlalchemy import String as SqlString
 
 from provenance import store
 
 __all__ = [
+    "REACHES",
     "Allowed",
     "Direction",
     "Selection",
     "activity_records",
     "known_ids",
+    "lineage",
     "select_records",
     "walk",
 ]
@@ -45,22 +58,83 @@ class Selection:
     direction: Direction = "BACK"  # of the walk the hidden steps belong to
 
 
+# The relation an edge of the walk follows, which also says what it reaches: walking BACK,
+# wasGeneratedBy leads from an entity to an activity and used from an activity to an
+# entity; walking FORTH, used leads to activities and wasGeneratedBy to entities.
+REACHES = {
+    ("BACK", "wasGeneratedBy"): "activity",
+    ("BACK", "used"): "entity",
+    ("FORTH", "used"): "activity",
+    ("FORTH", "wasGeneratedBy"): "entity",
+}
+
+
 def _edges(direction: Direction, allowed: Allowed | None = None) -> Any:
-    """The walk's edges src -> dst; with `allowed`, only those into an allowed node."""
+    """The walk's edges src -> dst with their relation; with `allowed`, only those into an
+    allowed node."""
+    gen, use = store.generations.c, store.used.c
     generated = select(
-        store.generations.c.entity_id.label("src"), store.generations.c.activity_id.label("dst")
+        gen.entity_id.label("src"), gen.activity_id.label("dst"), _text("wasGeneratedBy")
     )
-    used = select(store.used.c.activity_id.label("src"), store.used.c.entity_id.label("dst"))
+    used = select(use.activity_id.label("src"), use.entity_id.label("dst"), _text("used"))
     if direction == "FORTH":
         generated = select(
-            store.generations.c.activity_id.label("src"),
-            store.generations.c.entity_id.label("dst"),
+            gen.activity_id.label("src"), gen.entity_id.label("dst"), _text("wasGeneratedBy")
         )
-        used = select(store.used.c.entity_id.label("src"), store.used.c.activity_id.label("dst"))
+        used = select(use.entity_id.label("src"), use.activity_id.label("dst"), _text("used"))
     if allowed is not None:
         generated = generated.where(generated.selected_columns.dst.in_(allowed))
         used = used.where(used.selected_columns.dst.in_(allowed))
     return union_all(generated, used).cte("edges")
+
+
+def _text(value: str) -> Any:
+    return literal(value, SqlString).label("relation")
+
+
+def lineage(
+    seeds: Select[Any] | CompoundSelect[Any] | TextualSelect,
+    depth: int,
+    direction: Direction,
+    allowed: Allowed | None = None,
+    name: str = "lineage",
+) -> Any:
+    """The nodes a bounded walk reaches from each seed, as a recursive CTE.
+
+    Args:
+        seeds: A SELECT (or a textual one) of two columns, `origin` and `node`: where each
+            walk starts (the origin is carried along, so that many walks run as one query).
+        depth: Hops at most (entity -> activity or activity -> entity), 1 or more.
+        direction: BACK to precursors, FORTH to descendants.
+        allowed: The ids the walk may enter, as in `walk` (None: all).
+        name: The CTE's name (unique within one statement).
+
+    Returns:
+        A CTE of (origin, node, depth, relation): every node reached at every depth up to
+        `depth` (a node reached along several paths has several rows; the start nodes have
+        depth 0 and no relation). Bounded by `depth`, it ends on any graph, cycles included.
+    """
+    edges = _edges(direction, allowed)
+    # One type for each column in both terms (PostgreSQL requires it of a recursive CTE)
+    starts = seeds.subquery("seeds")
+    anchor = select(
+        cast(starts.c.origin, SqlString()).label("origin"),
+        cast(starts.c.node, SqlString()).label("node"),
+        literal(0).label("depth"),
+        cast(literal(None), SqlString()).label("relation"),
+    )
+    walk_cte = anchor.cte(name, recursive=True)
+    step = (
+        select(
+            walk_cte.c.origin,
+            cast(edges.c.dst, SqlString()),
+            (walk_cte.c.depth + 1),
+            cast(edges.c.relation, SqlString()),
+        )
+        .join(walk_cte, edges.c.src == walk_cte.c.node)
+        .where(walk_cte.c.depth < depth)
+    )
+    return walk_cte.union(step)
 
 
 def _hidden(
@@ -99,23 +173,22 @@ def walk(
     starts = sorted(set(start))
     if not starts:
         return set()
-    edges = _edges(direction, allowed)
-    seeds = union_all(*(select(literal(s, SqlString).label("node")) for s in starts)).subquery()
+    seeds = union_all(
+        *(
+            select(literal(s, SqlString).label("origin"), literal(s, SqlString).label("node"))
+            for s in starts
+        )
+    )
     if depth is None:
-        anchor = select(seeds.c.node)
-        walk_cte = anchor.cte("walk", recursive=True)
+        edges = _edges(direction, allowed)
+        walk_cte = select(seeds.subquery().c.node).cte("walk", recursive=True)
         step = select(edges.c.dst).join(walk_cte, edges.c.src == walk_cte.c.node)
         walk_cte = walk_cte.union(step)
         return {row[0] for row in conn.execute(select(walk_cte.c.node))}
-    anchor = select(seeds.c.node, literal(0).label("depth"))
-    walk_cte = anchor.cte("walk", recursive=True)
-    step = (
-        select(edges.c.dst, (walk_cte.c.depth + 1).label("depth"))
-        .join(walk_cte, edges.c.src == walk_cte.c.node)
-        .where(walk_cte.c.depth < depth)
-    )
-    walk_cte = walk_cte.union(step)
-    return {row[0] for row in conn.execute(select(walk_cte.c.node).distinct())}
+    if depth == 0:
+        return set(starts)
+    found = lineage(seeds, depth, direction, allowed)
+    return {row[0] for row in conn.execute(select(found.c.node).distinct())}
 
 
 def select_records(

@@ -26,9 +26,11 @@ __all__ = [
     "contexts",
     "derivations",
     "entities",
+    "generation_descriptions",
     "generations",
     "metadata",
     "parameters",
+    "usage_descriptions",
     "used",
 ]
 
@@ -47,6 +49,24 @@ activity_descriptions = Table(
     Column("doculink", Text),
     Column("description", Text),
 )
+
+
+
+def _role_descriptions(name: str) -> Table:
+    """The roles an activity description uses (or generates) entities in."""
+    return Table(
+        name,
+        metadata,
+        Column("description_id", String(ID), primary_key=True),
+        Column("role", String(128), primary_key=True),
+        Column("description", Text),
+        Column("multiplicity", String(16)),
+        Column("content_type", String(128)),
+    )
+
+
+usage_descriptions = _role_descriptions("prov_usage_descriptions")
+generation_descriptions = _role_descriptions("prov_generation_descriptions")
 
 activities = Table(
     "prov_activities",

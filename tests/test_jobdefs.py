@@ -107,7 +107,7 @@ def test_definition_files_are_valid_votables() -> None:
             "definition",
             "declared twice",
         ),
-        ("", "", "", "execution", "exactly one of script, command or callable"),
+        ("", "", "", "execution", "exactly one of script, command, callable or service"),
         (
             "",
             SCRIPT + '<PARAM name="callable" value="m:f" arraysize="*" datatype="char"/>',

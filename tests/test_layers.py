@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
     {"opus.http"},  # HTTP helpers for routes: the caller, errors as text
     {"opus.execution"},
     {"opus.uws", "opus.provsap"},
+    {"opus.tap"},  # TAP: its async jobs are UWS jobs
     {"opus.app", "opus.identity_cli"},
     {"opus.cli"},
 ]

@@ -10,7 +10,14 @@ from opus.ids import entity_qname, job_qname, local_name, user_qname
 from opus.jobdefs.model import JobDefinition
 from opus.store import jobs as store
 from provenance import capture
-from provenance.model import Activity, ActivityDescription, Agent, Entity, Parameter
+from provenance.model import (
+    Activity,
+    ActivityDescription,
+    Agent,
+    Entity,
+    Parameter,
+    RoleDescription,
+)
 
 
 def _entity(row: store.EntityRecord) -> Entity:
@@ -105,6 +112,14 @@ def job_activity(
         subtype=jobdef.subtype,
         doculink=jobdef.doculink,
         description=jobdef.description,
+        used=tuple(
+            RoleDescription(u.name, u.description, str(u.multiplicity), u.content_type)
+            for u in jobdef.used
+        ),
+        generated=tuple(
+            RoleDescription(g.name, g.description, str(g.multiplicity), g.content_type)
+            for g in jobdef.generated
+        ),
     )
     code = str(Path(jobdef.source).parent) if jobdef.source else None
     return Activity(

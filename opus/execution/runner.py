@@ -14,17 +14,19 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
 from opus.config import Settings
-from opus.execution import workspace
+from opus.execution import service_call, workspace
 from opus.execution.failures import JobFailure, Shutdown
 from opus.execution.notify import Notifier
 from opus.execution.process import run_process
 from opus.execution.recording import job_activity
 from opus.execution.results import collect_results
+from opus.execution.service_call import ServiceJob
 from opus.jobdefs.model import JobDefinition
 from opus.jobdefs.params import xml_safe
 from opus.jobdefs.registry import Registry
@@ -228,9 +230,11 @@ def _execute(ctx: RunnerContext, run: _Run) -> str:
     )
     input_files = workspace.place_inputs(ctx.settings, jobdef, inputs, workdir)
 
+    deadline = time.monotonic() + job.execution_duration
+    if jobdef.execution.service is not None:
+        return _serve(ctx, run, jobdef.execution.service, values, input_files, workdir, deadline)
     env = workspace.environment(ctx.settings, jobdef, values, input_files, run_root, run.rights)
     argv = workspace.argv(jobdef, values, input_files, env, run_root, run.rights)
-    deadline = time.monotonic() + job.execution_duration
     outcome = run_process(
         argv, env, workdir, run_root, deadline, _watcher(ctx, job_id), ctx.on_process_started
     )
@@ -241,6 +245,36 @@ def _execute(ctx: RunnerContext, run: _Run) -> str:
             f"the job ran past its execution duration of {job.execution_duration} s and was stopped"
         )
     results = collect_results(ctx.settings, jobdef, job_id, workdir)
+    return _finish(ctx, run, Phase.COMPLETED, results=results)
+
+
+def _serve(
+    ctx: RunnerContext,
+    run: _Run,
+    target: str,
+    values: dict[str, str],
+    input_files: dict[str, list[str]],
+    workdir: Path,
+    deadline: float,
+) -> str:
+    """A service job: its function runs here (an ABORT meanwhile keeps the job ABORTED:
+    its end does not move it)."""
+    assert run.jobdef is not None
+    job = ServiceJob(
+        ctx.settings,
+        ctx.db,
+        run.job_id,
+        run.job.owner,
+        {p.name: p.value for p in run.parameters},
+        {role: [workdir / name for name in names] for role, names in input_files.items()},
+        workdir,
+        deadline,
+    )
+    types = service_call.resolve(target)(job) or {}
+    results = [
+        replace(r, content_type=types.get(r.role, r.content_type))
+        for r in collect_results(ctx.settings, run.jobdef, run.job_id, workdir)
+    ]
     return _finish(ctx, run, Phase.COMPLETED, results=results)
 
 

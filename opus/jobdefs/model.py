@@ -53,13 +53,18 @@ Kind = Literal["string", "integer", "real", "boolean", "datetime"]
 def check_env_name(name: str) -> str:
     if not NAME_PATTERN.match(name):
         raise ValueError(f"name {name!r} must be a letter or _ followed by letters, digits, _")
-    if name.upper() in RESERVED_ENV or name.upper().startswith(RESERVED_ENV_PREFIXES):
-        raise ValueError(f"name {name!r} is reserved (it would change the job's environment)")
     return name
 
 
+def check_not_reserved(name: str) -> None:
+    if name.upper() in RESERVED_ENV or name.upper().startswith(RESERVED_ENV_PREFIXES):
+        raise ValueError(f"name {name!r} is reserved (it would change the job's environment)")
+
+
 class _EnvNamed(BaseModel):
-    """Something a job's process sees as an environment variable of the same name."""
+    """Something a job's process sees as an environment variable of the same name (the
+    names a process's environment reserves are refused by the definition, which knows
+    whether a process runs)."""
 
     name: str
 
@@ -116,18 +121,21 @@ class GeneratedDef(_EnvNamed):
 
 
 class Execution(BaseModel):
-    """What runs: exactly one of a bash script, an argv command, or a Python callable."""
+    """What runs: exactly one of a bash script, an argv command, a Python callable (in the
+    job's own process), or a service of the server (`module:function` called inside the
+    runner with the job's context and the server's database: TAP queries)."""
 
     script: str | None = None
     command: list[str] | None = None
     callable: str | None = None
+    service: str | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Execution:
-        given = [k for k in ("script", "command", "callable") if getattr(self, k)]
+        given = [k for k in ("script", "command", "callable", "service") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(
-                "exactly one of script, command or callable must be given"
+                "exactly one of script, command, callable or service must be given"
                 f" (found {', '.join(given) or 'none'})"
             )
         script_bytes = len(self.script.encode()) if self.script else 0
@@ -137,8 +145,10 @@ class Execution(BaseModel):
                 " bash takes as one argument: keep it in a file beside the definition"
                 " and run that"
             )
-        if self.callable and not re.match(r"^[\w.]+:[\w.]+$", self.callable):
-            raise ValueError(f"callable {self.callable!r} must read module:function")
+        for kind in ("callable", "service"):
+            target = getattr(self, kind)
+            if target and not re.match(r"^[\w.]+:[\w.]+$", target):
+                raise ValueError(f"{kind} {target!r} must read module:function")
         return self
 
 
@@ -191,6 +201,8 @@ class JobDefinition(BaseModel):
             if name.lower() in seen:
                 raise ValueError(f"name {name!r} is declared twice")
             seen.add(name.lower())
+            if self.execution.service is None:  # a service gets no environment
+                check_not_reserved(name)
         return self
 
     def parameter(self, name: str) -> ParameterDef | None:

@@ -3,7 +3,7 @@
 The layout, as OPUS writes it: one RESOURCE ``type="meta"
 utype="voprov:ActivityDescription"`` holding a DESCRIPTION, top-level PARAMs
 (type, subtype, version, doculink, contact_name, contact_email,
-executionDuration, quote, and what runs: script, command or callable) and the
+executionDuration, quote, and what runs: script, command, callable or service) and the
 GROUPs InputParams (one PARAM per parameter, VALUES/MIN/MAX/OPTION for bounds
 and choices, ``type="no_query"`` for optional ones), Used and Generated (one
 sub-GROUP per entity, with PARAMs role, multiplicity, default, content_type,
@@ -129,6 +129,7 @@ def _used(group: Any) -> dict[str, Any]:
         content_type=fields.get("content_type") or "application/octet-stream",
         multiplicity=_multiplicity(fields.get("multiplicity", "")),
         default=fields.get("default") or None,
+        required=fields.get("required", "true").strip().lower() not in ("false", "0", "no"),
         url_template=url or None,
         description=_description(group),
     )
@@ -155,8 +156,9 @@ def _execution(top: dict[str, str]) -> dict[str, Any]:
         if not isinstance(command, list) or not all(isinstance(a, str) for a in command):
             raise ValueError("command must be a JSON array of strings")
         execution["command"] = command
-    if top.get("callable", "").strip():
-        execution["callable"] = top["callable"].strip()
+    for kind in ("callable", "service"):
+        if top.get(kind, "").strip():
+            execution[kind] = top[kind].strip()
     return execution
 
 

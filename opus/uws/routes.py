@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from typing import Any
 
 import bottle
@@ -10,6 +12,7 @@ import bottle
 from opus.config import Settings
 from opus.errors import BadRequest, NotFound, ParameterError
 from opus.http import (
+    Handler,
     base_url,
     caller,
     content_disposition,
@@ -49,12 +52,51 @@ def form_value(fields: list[tuple[str, str]], name: str) -> str | None:
 
 
 def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None:
-    route = router(app)
+    """Every definition's job list at /rest/<jobdef>, and /store."""
+    mount(app, service, settings, "/rest/<jobdef>")
 
-    def job_url(jobdef: str, job_id: str) -> str:
-        return f"{base_url()}/rest/{jobdef}/{job_id}"
+    @router(app)("/store/<entity_id>")
+    def stored(entity_id: str) -> bottle.HTTPResponse:
+        return serve_entity(service.entity(caller(), entity_id), settings)
 
-    @route("/rest/<jobdef>")
+
+Create = Callable[
+    [str, list[tuple[str, str]], list[Upload]], tuple[list[tuple[str, str]], list[Upload]]
+]
+
+
+def mount(
+    app: bottle.Bottle,
+    service: JobService,
+    settings: Settings,
+    path: str,
+    jobdef: str | None = None,
+    prepare: Create | None = None,
+) -> None:
+    """The UWS resources of a job list at `path`: every definition's (`path` holds
+    `<jobdef>`) or one definition's (`jobdef`, as /tap/async serves the `tap` jobs).
+    `prepare` turns a creating request's fields and files into the definition's."""
+    add_route = router(app)
+
+    def route(rule: str, method: str = "GET") -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            full = path + rule
+            if jobdef is None:
+                add_route(full, method)(handler)
+            else:
+                fixed = functools.wraps(handler)(lambda **kw: handler(jobdef=jobdef, **kw))
+                add_route(full, method)(fixed)
+            return handler
+
+        return register
+
+    def list_url(name: str) -> str:
+        return f"{base_url()}{path.replace('<jobdef>', name)}"
+
+    def job_url(name: str, job_id: str) -> str:
+        return f"{list_url(name)}/{job_id}"
+
+    @route("")
     def job_list(jobdef: str) -> bytes | bottle.HTTPResponse:
         try:
             jobs = service.list_jobs(
@@ -63,15 +105,17 @@ def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None
         except ListTooLong:
             query = bottle.request.query_string
             return see_other(f"{bottle.request.url}{'&' if query else '?'}LAST={MAX_LIST}")
-        return xml_body(xml.job_list(jobs, f"{base_url()}/rest/{jobdef}"))
+        return xml_body(xml.job_list(jobs, list_url(jobdef)))
 
-    @route("/rest/<jobdef>", "POST")
+    @route("", "POST")
     def create(jobdef: str) -> bottle.HTTPResponse:
         fields, uploads = form_fields()
+        if prepare is not None:
+            fields, uploads = prepare(base_url(), fields, uploads)
         job_id = service.create(caller(), jobdef, fields, uploads, base_url())
         return see_other(job_url(jobdef, job_id))
 
-    @route("/rest/<jobdef>/<job_id>")
+    @route("/<job_id>")
     def job(jobdef: str, job_id: str) -> bytes:
         wait = query_value("WAIT")
         if wait is not None:
@@ -80,7 +124,7 @@ def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None
             xml.job_document(service.get(caller(), jobdef, job_id), job_url(jobdef, job_id))
         )
 
-    @route("/rest/<jobdef>/<job_id>", "POST")
+    @route("/<job_id>", "POST")
     def post_job(jobdef: str, job_id: str) -> bottle.HTTPResponse:
         fields, uploads = form_fields()
         action = form_value(fields, "ACTION")
@@ -88,7 +132,7 @@ def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None
             if action.strip().upper() != "DELETE":
                 raise ParameterError("ACTION", f"{action!r}: the only action is DELETE")
             service.delete(caller(), jobdef, job_id)
-            return see_other(f"{base_url()}/rest/{jobdef}")
+            return see_other(list_url(jobdef))
         phase = form_value(fields, "PHASE")
         parameters = [(k, v) for k, v in fields if k.upper() != "PHASE"]
         if parameters or uploads:
@@ -97,16 +141,16 @@ def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None
             service.change_phase(caller(), jobdef, job_id, phase)
         return see_other(job_url(jobdef, job_id))
 
-    @route("/rest/<jobdef>/<job_id>", "DELETE")
+    @route("/<job_id>", "DELETE")
     def delete_job(jobdef: str, job_id: str) -> bottle.HTTPResponse:
         service.delete(caller(), jobdef, job_id)
-        return see_other(f"{base_url()}/rest/{jobdef}")
+        return see_other(list_url(jobdef))
 
-    @route("/rest/<jobdef>/<job_id>/phase")
+    @route("/<job_id>/phase")
     def phase(jobdef: str, job_id: str) -> str:
         return text(service.phase(caller(), jobdef, job_id))
 
-    @route("/rest/<jobdef>/<job_id>/phase", "POST")
+    @route("/<job_id>/phase", "POST")
     def post_phase(jobdef: str, job_id: str) -> bottle.HTTPResponse:
         fields, _ = form_fields()
         value = form_value(fields, "PHASE")
@@ -115,11 +159,11 @@ def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None
         service.change_phase(caller(), jobdef, job_id, value)
         return see_other(job_url(jobdef, job_id))
 
-    @route("/rest/<jobdef>/<job_id>/executionduration")
+    @route("/<job_id>/executionduration")
     def execution_duration(jobdef: str, job_id: str) -> str:
         return text(str(service.job(caller(), jobdef, job_id).execution_duration))
 
-    @route("/rest/<jobdef>/<job_id>/executionduration", "POST")
+    @route("/<job_id>/executionduration", "POST")
     def post_execution_duration(jobdef: str, job_id: str) -> bottle.HTTPResponse:
         fields, _ = form_fields()
         service.set_execution_duration(
@@ -127,43 +171,43 @@ def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None
         )
         return see_other(job_url(jobdef, job_id))
 
-    @route("/rest/<jobdef>/<job_id>/destruction")
+    @route("/<job_id>/destruction")
     def destruction(jobdef: str, job_id: str) -> str:
         return text(format_datetime(service.job(caller(), jobdef, job_id).destruction))
 
-    @route("/rest/<jobdef>/<job_id>/destruction", "POST")
+    @route("/<job_id>/destruction", "POST")
     def post_destruction(jobdef: str, job_id: str) -> bottle.HTTPResponse:
         fields, _ = form_fields()
         service.set_destruction(caller(), jobdef, job_id, form_value(fields, "DESTRUCTION"))
         return see_other(job_url(jobdef, job_id))
 
-    @route("/rest/<jobdef>/<job_id>/quote")
+    @route("/<job_id>/quote")
     def quote(jobdef: str, job_id: str) -> str:
         return text(format_datetime(service.job(caller(), jobdef, job_id).quote))
 
-    @route("/rest/<jobdef>/<job_id>/error")
+    @route("/<job_id>/error")
     def error(jobdef: str, job_id: str) -> str:
         return text(service.job(caller(), jobdef, job_id).error or "")
 
-    @route("/rest/<jobdef>/<job_id>/owner")
+    @route("/<job_id>/owner")
     def owner(jobdef: str, job_id: str) -> str:
         return text(service.job(caller(), jobdef, job_id).owner or "")
 
-    @route("/rest/<jobdef>/<job_id>/parameters")
+    @route("/<job_id>/parameters")
     def parameters(jobdef: str, job_id: str) -> bytes:
         return xml_body(xml.parameters_document(service.get(caller(), jobdef, job_id).parameters))
 
-    @route("/rest/<jobdef>/<job_id>/parameters", "POST")
+    @route("/<job_id>/parameters", "POST")
     def post_parameters(jobdef: str, job_id: str) -> bottle.HTTPResponse:
         fields, uploads = form_fields()
         service.set_parameters(caller(), jobdef, job_id, fields, uploads, base_url())
         return see_other(job_url(jobdef, job_id))
 
-    @route("/rest/<jobdef>/<job_id>/parameters/<name>")
+    @route("/<job_id>/parameters/<name>")
     def parameter(jobdef: str, job_id: str, name: str) -> str:
         return text("\n".join(p.value for p in service.parameter(caller(), jobdef, job_id, name)))
 
-    @route("/rest/<jobdef>/<job_id>/parameters/<name>", "PUT")
+    @route("/<job_id>/parameters/<name>", "PUT")
     def put_parameter(jobdef: str, job_id: str, name: str) -> bottle.HTTPResponse:
         body = bottle.request.body.read((1 << 16) + 1)
         try:
@@ -173,18 +217,14 @@ def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None
         service.set_parameters(caller(), jobdef, job_id, [(name, value)], [], base_url())
         return see_other(job_url(jobdef, job_id))
 
-    @route("/rest/<jobdef>/<job_id>/results")
+    @route("/<job_id>/results")
     def results(jobdef: str, job_id: str) -> bytes:
         view = service.get(caller(), jobdef, job_id)
         return xml_body(xml.results_document(view.results, job_url(jobdef, job_id)))
 
-    @route("/rest/<jobdef>/<job_id>/results/<result_id:path>")
+    @route("/<job_id>/results/<result_id:path>")
     def result(jobdef: str, job_id: str, result_id: str) -> bottle.HTTPResponse:
         return serve_entity(service.result(caller(), jobdef, job_id, result_id), settings)
-
-    @route("/store/<entity_id>")
-    def stored(entity_id: str) -> bottle.HTTPResponse:
-        return serve_entity(service.entity(caller(), entity_id), settings)
 
 
 def serve_entity(entity: Any, settings: Settings) -> bottle.HTTPResponse:

@@ -1,0 +1,1 @@
+"""TAP 1.1 over the provenance store: ADQL, TAP_SCHEMA, VOSI, uploads, results."""
