@@ -24,10 +24,10 @@ BASIC_AA = "ivo://ivoa.net/sso#BasicAA"
 TOKEN = "ivo://ivoa.net/sso#token"
 
 
-def security_methods(anonymous: bool) -> str:
+def security_methods(anonymous: bool, bearer: bool = True) -> str:
     """The securityMethod elements of a secured interface."""
     return ("<securityMethod/>" if anonymous else "") + "".join(
-        f'<securityMethod standardID="{m}"/>' for m in (BASIC_AA, TOKEN)
+        f'<securityMethod standardID="{m}"/>' for m in (BASIC_AA, TOKEN) if bearer or m != TOKEN
     )
 
 

@@ -23,9 +23,10 @@ from astropy.io.votable import parse_single_table
 from lxml import etree
 
 from opus.ids import namespace_uri
-from tests.servers import IN_CI, Server, assert_valid, have, launch, load_schema
+from tests.servers import IN_CI, Server, assert_valid, have, launch, load_schema, require_shared
 from tests.test_identities import opus
 from tests.test_provenance import result_entity
+from tests.test_uws_api import _NamespaceUrlResolver
 
 pyvo = pytest.importorskip("pyvo")
 from pyvo.dal import DALQueryError, TAPService  # noqa: E402
@@ -95,13 +96,15 @@ def error_of(response: requests.Response) -> str:
 def provsap_ids(server: Server, qname: str, direction: str) -> set[str]:
     response = server.session.get(
         f"{server.url}/provsap",
-        params={"ID": qname, "DEPTH": "ALL", "DIRECTION": direction, "AGENT": "NONE"},
+        params={"ID": qname, "DEPTH": "ALL", "DIRECTION": direction, "AGENT": "NO"},
     )
     assert response.status_code == 200, response.text
     doc = response.json()
     ids = set(doc.get("activity", {})) | set(doc.get("entity", {}))
     prefixes = doc.get("prefix", {})
-    return {_expand(i, prefixes) for i in ids}
+    # the walk's nodes: jobs and files (not the descriptions, parameters, contexts shown)
+    node = re.compile(r"/(job|ent)_[0-9a-f]{16}$")
+    return {i for i in (_expand(i, prefixes) for i in ids) if node.search(i)}
 
 
 def _expand(qname: str, prefixes: dict[str, str]) -> str:
@@ -122,19 +125,52 @@ def test_taplint_reports_no_error_and_no_warning(server: Server, graph: Graph) -
         timeout=900,
     )
     lines = result.stdout.splitlines()
-    problems = [line for line in lines if re.match(r"^[EWF]-", line)]
+    problems = [line for line in lines if re.match(r"^[EW]-", line)]
     assert not problems, "\n".join(problems[:60])
+    # The only failure is of the ObsLocTAP stage, which runs on every service and finds
+    # no ivoa.obsplan table: provenance has no observation plans.
+    failures = [line for line in lines if line.startswith("F-")]
+    assert all(line.startswith("F-LOC-NOTP") for line in failures), failures
     stages_run = {m.group(1) for line in lines if (m := re.match(r"^Section (\w+):", line))}
     assert {"TMV", "CAP", "AVV", "QGE", "UWS", "UPL", "EXA"} <= stages_run, result.stdout[-3000:]
 
 
-def test_capabilities_validate_against_vosi_and_tapregext(server: Server) -> None:
+def schemas(*imports: tuple[str, str]) -> etree.XMLSchema:
+    """The IVOA schemas of these (namespace, file) together, locations mapped to the files."""
+    folder = require_shared("xsd")
+    parser = etree.XMLParser()
+    parser.resolvers.add(_NamespaceUrlResolver(folder))
+    wrapper = (
+        '<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">'
+        + "".join(f'<xs:import namespace="{n}" schemaLocation="{f}"/>' for n, f in imports)
+        + "</xs:schema>"
+    )
+    return etree.XMLSchema(etree.fromstring(wrapper.encode(), parser, base_url=f"{folder}/"))
+
+
+VODATASERVICE = ("http://www.ivoa.net/xml/VODataService/v1.1", "VODataService-v1.1.xsd")
+
+
+def test_capabilities_and_tables_validate_against_their_schemas(server: Server) -> None:
     response = requests.get(f"{server.url}/tap/capabilities", timeout=30)
-    doc = assert_valid(load_schema("VOSICapabilities-v1.0.xsd"), response.content)
+    capabilities = schemas(
+        ("http://www.ivoa.net/xml/VOSICapabilities/v1.0", "VOSICapabilities-v1.0.xsd"),
+        VODATASERVICE,
+        ("http://www.ivoa.net/xml/TAPRegExt/v1.0", "TAPRegExt-v1.0-Erratum1.xsd"),
+    )
+    doc = assert_valid(capabilities, response.content)
     forms = [f.text for f in doc.iter("form")]
     assert any(f and f.startswith("find_prov_precursors(") for f in forms)
-    tables = requests.get(f"{server.url}/tap/tables", timeout=30)
-    assert_valid(load_schema("VOSITables-v1.1.xsd"), tables.content)
+    tables = schemas(
+        ("http://www.ivoa.net/xml/VOSITables/v1.0", "VOSITables-v1.1.xsd"), VODATASERVICE
+    )
+    for detail in ("max", "min"):
+        found = requests.get(f"{server.url}/tap/tables", params={"detail": detail}, timeout=30)
+        assert_valid(tables, found.content)
+    one = requests.get(f"{server.url}/tap/tables/provenance.entity", timeout=30)
+    table = assert_valid(tables, one.content)
+    assert table.findtext("name") == "provenance.entity"
+    assert "generatedAtTime" in [c.findtext("name") for c in table.iter("column")]
 
 
 def test_pyvo_runs_sync_async_and_reads_tables_and_limits(server: Server, graph: Graph) -> None:
@@ -188,8 +224,10 @@ def test_stilts_tapquery_sync_async_and_upload(
             timeout=120,
         )
         assert len(list(csv.DictReader(out.open()))) == 3
-    upload = tmp_path / "ids.csv"
-    upload.write_text("file\n" + uri(server, graph.results["d"]) + "\n")
+    from astropy.table import Table
+
+    upload = tmp_path / "ids.xml"
+    Table({"file": [uri(server, graph.results["d"])]}).write(upload, format="votable")
     out = tmp_path / "upload.csv"
     subprocess.run(
         [
@@ -198,7 +236,7 @@ def test_stilts_tapquery_sync_async_and_upload(
             f"tapurl={server.url}/tap",
             "nupload=1",
             f"upload1={upload}",
-            "ufmt1=csv",
+            "ufmt1=votable",
             "upname1=ids",
             "adql=SELECT e.id, e.name FROM TAP_UPLOAD.ids AS i JOIN provenance.entity AS e ON e.id = i.file",
             f"out={out}",
@@ -223,7 +261,7 @@ def test_precursors_equal_provsap_back(server: Server, graph: Graph) -> None:
     expected = provsap_ids(server, start, "BACK") - {uri(server, start)}
     assert {r["id"] for r in found} == expected
     depths = {r["id"]: r["depth"] for r in found}
-    assert depths[uri(server, graph.results["a"])] == 8  # e <- d <- c1 <- a: 4 jobs back
+    assert depths[uri(server, graph.results["a"])] == 6  # e <- d <- c1 <- a: 3 jobs back
     kinds = {r["node_type"] for r in found}
     assert kinds == {"entity", "activity"}
 
@@ -290,7 +328,7 @@ def test_parameter_names_are_case_insensitive_and_unknown_ones_ignored(server: S
     ],
 )
 def test_formats(server: Server, graph: Graph, fmt: str, reader: object) -> None:
-    response = sync(server, "SELECT TOP 2 id, size FROM provenance.entity", RESPONSEFORMAT=fmt)
+    response = sync(server, "SELECT TOP 2 id, content_size FROM provenance.entity", RESPONSEFORMAT=fmt)
     assert len(reader(response.content)) == 2  # type: ignore[operator]
 
 
@@ -353,7 +391,7 @@ def test_async_jobs_are_uws_jobs(server: Server, graph: Graph) -> None:
     )
     failed = server.wait_final(bad.url)
     assert failed.findtext(f"{UWS}phase") == "ERROR"
-    assert "nope" in server.session.get(f"{bad.url}/error").text
+    assert "nope" in error_of(server.session.get(f"{bad.url}/error"))
     deleted = server.session.delete(job, allow_redirects=False)
     assert deleted.status_code == 303 and deleted.headers["Location"] == f"{server.url}/tap/async"
 
@@ -365,7 +403,8 @@ def test_every_example_runs(server: Server, graph: Graph) -> None:
     page = server.session.get(f"{server.url}/tap/examples")
     doc = etree.fromstring(page.content)
     queries = [e.text or "" for e in doc.iter() if e.get("property") == "query"]
-    assert len(queries) >= 5
+    assert len(queries) >= 4
+    queries += [e.text or "" for e in doc.iter() if e.get("class") == "adql-lineage"]
     for query in queries:
         response = sync(server, query)
         assert b'value="ERROR"' not in response.content, (query, response.text)
@@ -436,7 +475,7 @@ def test_lineage_stops_at_what_the_reader_may_not_see(private: tuple[Server, str
         running,
         "SELECT TOP 1 e.id FROM provenance.entity AS e JOIN provenance.wasgeneratedby AS g ON g.entity = e.id ORDER BY e.generatedAtTime DESC",
     )[0]["id"]
-    assert len(rows(running, f"SELECT * FROM find_prov_precursors('{newest}', 10) AS p")) == 4
+    assert len(rows(running, f"SELECT * FROM find_prov_precursors('{newest}', 10) AS p")) == 3
     running.session.headers["Authorization"] = f"Bearer {bob}"
     assert rows(running, f"SELECT * FROM find_prov_precursors('{newest}', 10) AS p") == []
     running.session.headers.pop("Authorization")

@@ -189,7 +189,10 @@ def _finish_once(
         )
         kept = results if moved and results else []
         current = phase if moved else (store.get_phase(conn, run.job_id) or ("", "gone"))[1]
-        if run.jobdef is None or current not in (phase, Phase.ABORTED):
+        # A service's job (a TAP query) reads the provenance store: were it recorded
+        # there, every query would change what the next one finds.
+        unrecorded = run.jobdef is None or run.jobdef.execution.service is not None
+        if unrecorded or current not in (phase, Phase.ABORTED):
             store.insert_entities(conn, kept)
         else:
             activity = job_activity(

@@ -364,6 +364,10 @@ def set_execution_duration(conn: Connection, job_id: str, seconds: int) -> bool:
     return bool(result.rowcount)
 
 
+def set_run_id(conn: Connection, job_id: str, run_id: str) -> None:
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(run_id=run_id))
+
+
 def set_destruction(conn: Connection, job_id: str, when: datetime) -> None:
     conn.execute(update(jobs).where(jobs.c.id == job_id).values(destruction=when))
 

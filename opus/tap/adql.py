@@ -621,7 +621,7 @@ def _result_columns(tree: exp.Expression, sources: _Sources) -> list[Column]:
         inner = item.this if isinstance(item, exp.Alias) else item
         meta = _column_meta(inner, root, sources) if isinstance(inner, exp.Column) else None
         if meta is not None and meta.key == name.lower():
-            found.append(_column(meta, meta.name))
+            found.append(_column(meta, meta.name.strip('"')))
         elif meta is not None:
             found.append(_column(meta, name))
         else:

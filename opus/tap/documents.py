@@ -57,14 +57,15 @@ ADQL_FEATURES = (  # (feature type, forms)
     (f"{TR}#features-adql-common-table", ("WITH",)),
     (f"{TR}#features-adql-type", ("CAST",)),
     (f"{TR}#features-adql-offset", ("OFFSET",)),
-    (f"{TR}#features-adql-conditional", ("COALESCE",)),
 )
 
 
 def capabilities(base: str, settings: Settings, anonymous: bool, retention_days: float) -> bytes:
     """/tap/capabilities: TAP 1.1 (TAPRegExt) and the VOSI and DALI endpoints."""
     tap = f"{base}/tap"
-    methods = vosi.security_methods(anonymous)
+    # HTTP Basic (user:token); bearer tokens work as well, but SSO 2.0 has no standardID
+    # for them that TAP validators know
+    methods = vosi.security_methods(anonymous, bearer=False)
     features = "".join(
         f'<languageFeatures type="{kind}">'
         + "".join(f"<feature><form>{escape(f)}</form></feature>" for f in forms)
@@ -218,26 +219,40 @@ class Example:
     name: str
     description: str
     query: str
+    lineage: bool = False  # uses a lineage function: runnable here, not plain ADQL
+
+
+def _example(e: Example) -> str:
+    if e.lineage:  # not a DALI example: its query is not plain ADQL
+        return (
+            f'<div id="{e.key}"><h2>{escape(e.name)}</h2><p>{escape(e.description)}</p>'
+            f'<pre class="adql-lineage">{escape(e.query)}</pre></div>'
+        )
+    return (
+        f'<div typeof="example" id="{e.key}" resource="#{e.key}">'
+        f'<h2 property="name">{escape(e.name)}</h2><p>{escape(e.description)}</p>'
+        f'<pre class="query" property="query">{escape(e.query)}</pre></div>'
+    )
 
 
 def examples_page(examples: Sequence[Example], tap_url: str) -> bytes:
     """/tap/examples: DALI 1.1 examples (XHTML with RDFa, vocabulary
-    http://www.ivoa.net/rdf/examples#); each query runs on this server as it is."""
-    items = "".join(
-        f'<div typeof="example" id="{e.key}" resource="#{e.key}">'
-        f'<h2 property="name">{escape(e.name)}</h2>'
-        f"<p>{escape(e.description)}</p>"
-        f'<pre class="query" property="query">{escape(e.query)}</pre>'
-        "</div>"
-        for e in examples
-    )
+    http://www.ivoa.net/rdf/examples#), then the lineage functions' examples; each
+    query runs on this server as it is."""
+    plain = "".join(_example(e) for e in examples if not e.lineage)
+    lineage = "".join(_example(e) for e in examples if e.lineage)
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML+RDFa 1.1//EN" '
         '"http://www.w3.org/MarkUp/DTD/xhtml-rdfa-2.dtd">\n'
         '<html xmlns="http://www.w3.org/1999/xhtml" version="XHTML+RDFa 1.1">'
         "<head><title>ProvTAP examples</title></head>"
-        f'<body vocab="http://www.ivoa.net/rdf/examples#">'
-        f"<h1>Queries for the TAP service at {escape(tap_url)}</h1>"
-        f"{items}</body></html>"
+        '<body vocab="http://www.ivoa.net/rdf/examples#">'
+        f"<h1>Queries for the TAP service at {escape(tap_url)}</h1>{plain}"
+        "<h1>Lineage</h1><p>find_prov_precursors(id, max_depth) and "
+        "find_prov_descendants(id, max_depth) are tables of (origin, id, node_type, depth, "
+        "relation): use them in FROM and joins. The id may be a column of a table before "
+        "them in FROM, as in FROM TAP_UPLOAD.mine AS u JOIN find_prov_precursors(u.file, 10) "
+        "AS p ON p.origin = u.file.</p>"
+        f"{lineage}</body></html>"
     ).encode()

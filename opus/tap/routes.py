@@ -12,9 +12,10 @@ from opus.errors import NotFound, ParameterError
 from opus.http import XML, base_url, caller, router
 from opus.tap import documents
 from opus.tap.examples import examples
-from opus.tap.results import FORMATS
+from opus.tap.results import FORMATS, error_document
 from opus.tap.schema import BY_NAME
-from opus.tap.service import TAP_PARAMETERS, TapError, TapService, tap_request
+from opus.tap.service import TAP_PARAMETERS, TapError, TapService
+from opus.tap.upload import UploadError, parse_upload_list
 from opus.uws import routes as uws_routes
 from opus.uws.binding import CONTROL, Upload
 from opus.uws.service import JobService
@@ -72,10 +73,15 @@ def install(
         kept = [(k, v) for k, v in fields if k.upper() in KEPT and k.upper() != "BASE_URL"]
         kept.append(("BASE_URL", tap.base(base)))
         by_part = {u.name: u for u in uploads}
-        try:
-            request = tap_request([*kept, ("LANG", "ADQL"), ("QUERY", "-")], settings)
+        try:  # the rest is checked when the job runs: a bad query is a job in ERROR
+            listed = [
+                t
+                for k, v in kept
+                if k.upper() == "UPLOAD" and v.strip()
+                for t in parse_upload_list(v)
+            ]
             files: list[Upload] = []
-            for name, uri in request.uploads:
+            for name, uri in listed:
                 if uri.startswith("param:") and uri.removeprefix("param:") in by_part:
                     upload = by_part[uri.removeprefix("param:")]
                     files.append(Upload("tap_upload", name, upload.content_type, upload.stream))
@@ -84,11 +90,22 @@ def install(
                     files.append(
                         Upload("tap_upload", name, "application/x-votable+xml", io.BytesIO(data))
                     )
-        except TapError as exc:
+        except (TapError, UploadError) as exc:
             raise ParameterError("UPLOAD", str(exc)) from None
         return kept, files
 
-    uws_routes.mount(app, jobs, settings, "/tap/async", jobdef=TAP_JOBDEF, prepare=prepare)
+    def job_error(message: str) -> tuple[bytes, str]:  # TAP: an async job's error is a VOTable
+        return error_document(message), FORMATS["votable"]
+
+    uws_routes.mount(
+        app,
+        jobs,
+        settings,
+        "/tap/async",
+        jobdef=TAP_JOBDEF,
+        prepare=prepare,
+        error_document=job_error,
+    )
 
     @route("/tap/tables")
     def tables() -> bytes:

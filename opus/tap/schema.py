@@ -44,8 +44,9 @@ class TapColumn:
 
     @property
     def key(self) -> str:
-        """Its name in the SQL the translator writes (lower case: both databases agree)."""
-        return self.name.lower()
+        """Its name in the SQL the translator writes (lower case: both databases agree;
+        a delimited name, as tap_schema.columns."size", without its quotes)."""
+        return self.name.strip('"').lower()
 
 
 def text(name: str, description: str, utype: str | None = None, **more: Any) -> TapColumn:
@@ -173,7 +174,7 @@ def _entity(r: Reader) -> Select[Any]:
         _location(e.location, r).label("location"),
         _time(e.generated_at, r).label("generatedattime"),
         e.content_type.label("content_type"),
-        e.size.label("size"),
+        e.size.label("content_size"),
         e.sha256.label("sha256"),
         e.kind.label("kind"),
     ).where(_visible(e.id, r))
@@ -217,7 +218,7 @@ def _used(r: Reader) -> Select[Any]:
             *_id(u.activity_id, "activity", r),
             *_id(u.entity_id, "entity", r),
             u.role.label("role"),
-            _time(u.time, r).label("time"),
+            _time(u.time, r).label("attime"),
             *_id(_role_raw(a.description_id, "used", u.role), "usagedescription", r),
         )
         .join_from(prov.used, prov.activities, a.id == u.activity_id)
@@ -232,7 +233,7 @@ def _generated(r: Reader) -> Select[Any]:
             *_id(g.entity_id, "entity", r),
             *_id(g.activity_id, "activity", r),
             g.role.label("role"),
-            _time(g.time, r).label("time"),
+            _time(g.time, r).label("attime"),
             *_id(_role_raw(a.description_id, "generated", g.role), "generationdescription", r),
         )
         .join_from(prov.generations, prov.activities, a.id == g.activity_id)
@@ -351,7 +352,7 @@ def _parameter(r: Reader) -> Select[Any]:
             *_id(_parameter_raw(p.activity_id, p.name), "id", r),
             *_id(p.activity_id, "activity", r),
             p.name.label("name"),
-            p.value.label("value"),
+            p.value.label("paramvalue"),
             *_id(_role_raw(a.description_id, "param", p.name), "parameterdescription", r),
         )
         .join_from(prov.parameters, prov.activities, a.id == p.activity_id)
@@ -370,8 +371,8 @@ def _parameter_description(r: Reader) -> Select[Any]:
             func.max(p.datatype).label("datatype"),
             func.max(p.unit).label("unit"),
             func.max(p.ucd).label("ucd"),
-            func.max(p.min).label("min"),
-            func.max(p.max).label("max"),
+            func.max(p.min).label("minvalue"),
+            func.max(p.max).label("maxvalue"),
             func.max(p.options).label("options"),
             func.max(p.description).label("description"),
         )
@@ -394,7 +395,9 @@ def _configured(r: Reader) -> Select[Any]:
 
 def _context(r: Reader) -> Select[Any]:
     c, a = prov.contexts.c, prov.activities.c
-    query = select(*_id(c.context_id, "id", r), c.key.label("key"), c.value.label("value"))
+    query = select(
+        *_id(c.context_id, "id", r), c.key.label("context_key"), c.value.label("context_value")
+    )
     if r.allowed is not None:
         query = query.where(c.context_id.in_(select(a.context_id).where(_visible(a.id, r))))
     return query
@@ -420,7 +423,7 @@ PROVENANCE_TABLES: tuple[TapTable, ...] = (
                 "generatedAtTime", "when it was generated (results)", _v("Entity.generatedAtTime")
             ),
             text("content_type", "media type", _v("Entity.content_type"), ucd="meta.code.mime"),
-            number("size", "long", "size in bytes", unit="byte", ucd="phys.size;meta.file"),
+            number("content_size", "long", "size in bytes", unit="byte", ucd="phys.size;meta.file"),
             text("sha256", "SHA-256 of the bytes, hex", ucd="meta.checksum"),
             text("kind", "result, upload or download", ucd="meta.code"),
         ),
@@ -472,7 +475,7 @@ PROVENANCE_TABLES: tuple[TapTable, ...] = (
             ident("activity", "the activity", _v("Used.activity"), indexed=True),
             ident("entity", "the entity used", _v("Used.entity"), indexed=True),
             text("role", ROLE, _v("Used.role")),
-            timestamp("time", "when", _v("Used.time")),
+            timestamp("atTime", "when", _v("Used.time")),
             ident("usageDescription", "its UsageDescription", _v("Used.UsageDescription")),
         ),
         _used,
@@ -486,7 +489,7 @@ PROVENANCE_TABLES: tuple[TapTable, ...] = (
             ident("entity", "the entity generated", _v("WasGeneratedBy.entity"), indexed=True),
             ident("activity", "the activity", _v("WasGeneratedBy.activity"), indexed=True),
             text("role", ROLE, _v("WasGeneratedBy.role")),
-            timestamp("time", "when", _v("WasGeneratedBy.time")),
+            timestamp("atTime", "when", _v("WasGeneratedBy.time")),
             ident(
                 "generationDescription",
                 "its GenerationDescription",
@@ -642,7 +645,7 @@ PROVENANCE_TABLES: tuple[TapTable, ...] = (
             ident("id", "URI of the parameter", _v("Parameter.id")),
             ident("activity", "the activity it configured", indexed=True),
             text("name", "the parameter's name", _v("Parameter.name")),
-            text("value", "its value (as text)", _v("Parameter.value")),
+            text("paramValue", "its value (as text)", _v("Parameter.value")),
             ident(
                 "parameterDescription",
                 "its ParameterDescription",
@@ -667,8 +670,8 @@ PROVENANCE_TABLES: tuple[TapTable, ...] = (
             text("datatype", "its VOTable datatype", _v("ParameterDescription.datatype")),
             text("unit", "its unit", _v("ParameterDescription.unit"), ucd="meta.unit"),
             text("ucd", "its UCD", _v("ParameterDescription.ucd"), ucd="meta.ucd"),
-            text("min", "its least value", _v("ParameterDescription.min")),
-            text("max", "its greatest value", _v("ParameterDescription.max")),
+            text("minValue", "its least value", _v("ParameterDescription.min")),
+            text("maxValue", "its greatest value", _v("ParameterDescription.max")),
             text(
                 "options",
                 "the values it may take, comma-separated",
@@ -697,8 +700,8 @@ PROVENANCE_TABLES: tuple[TapTable, ...] = (
         "The execution context of activities: Python, platform, host, worker, package versions",
         (
             ident("id", "URI of the context (shared by activities with the same context)"),
-            text("key", "what is described", ucd="meta.id"),
-            text("value", "its value"),
+            text("context_key", "what is described", ucd="meta.id"),
+            text("context_value", "its value"),
         ),
         _context,
     ),
@@ -780,7 +783,7 @@ TAP_SCHEMA_TABLES: tuple[TapTable, ...] = (
             _std("datatype", "char", "VOTable datatype"),
             _std("arraysize", "char", "VOTable arraysize"),
             _std("xtype", "char", "VOTable xtype"),
-            _std("size", "int", "deprecated: the length of fixed-size arrays"),
+            _std('"size"', "int", "deprecated: the length of fixed-size arrays"),
             _std("description", "char", "what the column holds"),
             _std("utype", "char", "the data model attribute of the column"),
             _std("unit", "char", "VOUnit"),

@@ -72,10 +72,12 @@ def mount(
     path: str,
     jobdef: str | None = None,
     prepare: Create | None = None,
+    error_document: Callable[[str], tuple[bytes, str]] | None = None,
 ) -> None:
     """The UWS resources of a job list at `path`: every definition's (`path` holds
     `<jobdef>`) or one definition's (`jobdef`, as /tap/async serves the `tap` jobs).
-    `prepare` turns a creating request's fields and files into the definition's."""
+    `prepare` turns a creating request's fields and files into the definition's;
+    `error_document` writes a job's /error (body, content type) in place of the text."""
     add_route = router(app)
 
     def route(rule: str, method: str = "GET") -> Callable[[Handler], Handler]:
@@ -186,8 +188,13 @@ def mount(
         return text(format_datetime(service.job(caller(), jobdef, job_id).quote))
 
     @route("/<job_id>/error")
-    def error(jobdef: str, job_id: str) -> str:
-        return text(service.job(caller(), jobdef, job_id).error or "")
+    def error(jobdef: str, job_id: str) -> str | bytes:
+        message = service.job(caller(), jobdef, job_id).error or ""
+        if error_document is None:
+            return text(message)
+        body, content_type = error_document(message)
+        bottle.response.content_type = content_type
+        return body
 
     @route("/<job_id>/owner")
     def owner(jobdef: str, job_id: str) -> str:

@@ -39,6 +39,7 @@ from opus.uws import limits as uws_limits
 from opus.uws.binding import Binder, Upload
 
 MAX_LAST = 100_000
+MAX_RUN_ID = 256
 MAX_LIST = 10_000  # longer lists are asked to use LAST (UWS 1.1 allows a 303 for that)
 
 
@@ -214,8 +215,8 @@ class JobService:
             now = utcnow()
             control = changes.control
             run = self._run_requested(control)
-            if len(control.get("RUNID", "")) > 256:
-                raise ParameterError("RUNID", "longer than 256 characters")
+            if len(control.get("RUNID", "")) > MAX_RUN_ID:
+                raise ParameterError("RUNID", f"longer than {MAX_RUN_ID} characters")
             job = store.new_job(
                 id=job_id,
                 jobdef=jobdef.name,
@@ -262,6 +263,10 @@ class JobService:
         if job.phase != Phase.PENDING:
             raise Forbidden(f"job {job_id} is {job.phase}: parameters change only while PENDING")
         fields, shared = self._shares(caller, fields)
+        run_ids = [v for k, v in fields if k.upper() == "RUNID"]  # UWS: a label, set any time
+        fields = [(k, v) for k, v in fields if k.upper() != "RUNID"]
+        if len(run_ids) > 1 or any(len(r) > MAX_RUN_ID for r in run_ids):
+            raise ParameterError("RUNID", f"given once, at most {MAX_RUN_ID} characters")
         changes = self.binder.bind(
             caller, jobdef, job_id, fields, uploads, base_url, creating=False
         )
@@ -271,6 +276,8 @@ class JobService:
                     raise Forbidden(f"job {job_id} is no longer PENDING")
                 if shared is not None:
                     accounts.set_shares(conn, job_id, shared)
+                if run_ids:
+                    store.set_run_id(conn, job_id, run_ids[0])
                 store.insert_entities(conn, changes.entities)
                 store.replace_parameters(conn, job_id, changes.parameters)
                 roles = [
