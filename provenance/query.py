@@ -17,7 +17,6 @@ from sqlalchemy import (
     CompoundSelect,
     Connection,
     Select,
-    TextualSelect,
     cast,
     func,
     literal,
@@ -26,6 +25,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy import String as SqlString
+from sqlalchemy.sql.selectable import SelectBase
 
 from provenance import store
 
@@ -93,7 +93,7 @@ def _text(value: str) -> Any:
 
 
 def lineage(
-    seeds: Select[Any] | CompoundSelect[Any] | TextualSelect,
+    seeds: SelectBase,
     depth: int,
     direction: Direction,
     allowed: Allowed | None = None,

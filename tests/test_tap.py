@@ -200,6 +200,18 @@ def test_pyvo_uploads_a_table_and_joins_it(server: Server, graph: Graph, tmp_pat
     )
     found = service.run_sync(query, uploads={"mine": mine})
     assert {str(r["file"]) for r in found} == set(mine["file"])
+    lineage = (  # the lineage of these files, in one query
+        "SELECT u.file, p.id FROM TAP_UPLOAD.mine AS u "
+        "JOIN find_prov_precursors(u.file, 50) AS p ON p.origin = u.file"
+    )
+    walked: dict[str, set[str]] = {}
+    for row in service.run_sync(lineage, uploads={"mine": mine}):
+        walked.setdefault(str(row["file"]), set()).add(str(row["id"]))
+    for name in ("a", "e"):
+        start = graph.results[name]
+        assert walked[uri(server, start)] == provsap_ids(server, start, "BACK") - {
+            uri(server, start)
+        }
 
 
 def test_stilts_tapquery_sync_async_and_upload(
@@ -238,7 +250,8 @@ def test_stilts_tapquery_sync_async_and_upload(
             f"upload1={upload}",
             "ufmt1=votable",
             "upname1=ids",
-            "adql=SELECT e.id, e.name FROM TAP_UPLOAD.ids AS i JOIN provenance.entity AS e ON e.id = i.file",
+            "adql=SELECT e.id, e.name FROM TAP_UPLOAD.ids AS i "
+            "JOIN provenance.entity AS e ON e.id = i.file",
             f"out={out}",
             "ofmt=csv",
         ],
@@ -256,7 +269,8 @@ def test_precursors_equal_provsap_back(server: Server, graph: Graph) -> None:
     start = graph.results["e"]
     found = rows(
         server,
-        f"SELECT id, node_type, depth, relation FROM find_prov_precursors('{uri(server, start)}', 50) AS p",
+        "SELECT id, node_type, depth, relation "
+        f"FROM find_prov_precursors('{uri(server, start)}', 50) AS p",
     )
     expected = provsap_ids(server, start, "BACK") - {uri(server, start)}
     assert {r["id"] for r in found} == expected
@@ -328,7 +342,9 @@ def test_parameter_names_are_case_insensitive_and_unknown_ones_ignored(server: S
     ],
 )
 def test_formats(server: Server, graph: Graph, fmt: str, reader: object) -> None:
-    response = sync(server, "SELECT TOP 2 id, content_size FROM provenance.entity", RESPONSEFORMAT=fmt)
+    response = sync(
+        server, "SELECT TOP 2 id, content_size FROM provenance.entity", RESPONSEFORMAT=fmt
+    )
     assert len(reader(response.content)) == 2  # type: ignore[operator]
 
 
@@ -415,7 +431,8 @@ def test_every_example_runs(server: Server, graph: Graph) -> None:
 def test_locations_and_ids_resolve(server: Server, graph: Graph) -> None:
     found = rows(
         server,
-        f"SELECT id, location, sha256 FROM provenance.entity WHERE id = '{uri(server, graph.results['a'])}'",
+        "SELECT id, location, sha256 FROM provenance.entity "
+        f"WHERE id = '{uri(server, graph.results['a'])}'",
     )
     assert len(found) == 1
     body = requests.get(str(found[0]["location"]), timeout=30)
@@ -473,7 +490,8 @@ def test_lineage_stops_at_what_the_reader_may_not_see(private: tuple[Server, str
     running.session.headers["Authorization"] = f"Bearer {alice}"
     newest = rows(
         running,
-        "SELECT TOP 1 e.id FROM provenance.entity AS e JOIN provenance.wasgeneratedby AS g ON g.entity = e.id ORDER BY e.generatedAtTime DESC",
+        "SELECT TOP 1 e.id FROM provenance.entity AS e "
+        "JOIN provenance.wasgeneratedby AS g ON g.entity = e.id ORDER BY e.generatedAtTime DESC",
     )[0]["id"]
     assert len(rows(running, f"SELECT * FROM find_prov_precursors('{newest}', 10) AS p")) == 3
     running.session.headers["Authorization"] = f"Bearer {bob}"

@@ -191,13 +191,13 @@ def _finish_once(
         current = phase if moved else (store.get_phase(conn, run.job_id) or ("", "gone"))[1]
         # A service's job (a TAP query) reads the provenance store: were it recorded
         # there, every query would change what the next one finds.
-        unrecorded = run.jobdef is None or run.jobdef.execution.service is not None
-        if unrecorded or current not in (phase, Phase.ABORTED):
+        jobdef = run.jobdef
+        if jobdef is None or jobdef.execution.service or current not in (phase, Phase.ABORTED):
             store.insert_entities(conn, kept)
         else:
             activity = job_activity(
                 run.job,
-                run.jobdef,
+                jobdef,
                 run.parameters,
                 run.inputs,
                 kept,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 GROUP_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
@@ -61,17 +61,23 @@ def check_not_reserved(name: str) -> None:
         raise ValueError(f"name {name!r} is reserved (it would change the job's environment)")
 
 
+# Validation context of a definition whose execution is a service: no process, no
+# environment, so the names an environment reserves are free (TAP's LANG)
+NO_ENVIRONMENT = {"environment": False}
+
+
 class _EnvNamed(BaseModel):
-    """Something a job's process sees as an environment variable of the same name (the
-    names a process's environment reserves are refused by the definition, which knows
-    whether a process runs)."""
+    """Something a job's process sees as an environment variable of the same name."""
 
     name: str
 
     @field_validator("name")
     @classmethod
-    def _env_safe(cls, value: str) -> str:
-        return check_env_name(value)
+    def _env_safe(cls, value: str, info: ValidationInfo) -> str:
+        check_env_name(value)
+        if (info.context or {}).get("environment", True):
+            check_not_reserved(value)
+        return value
 
 
 class ParameterDef(_EnvNamed):
@@ -201,8 +207,6 @@ class JobDefinition(BaseModel):
             if name.lower() in seen:
                 raise ValueError(f"name {name!r} is declared twice")
             seen.add(name.lower())
-            if self.execution.service is None:  # a service gets no environment
-                check_not_reserved(name)
         return self
 
     def parameter(self, name: str) -> ParameterDef | None:

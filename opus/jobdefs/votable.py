@@ -21,7 +21,7 @@ from lxml import etree
 from pydantic import ValidationError
 
 from opus.errors import ParameterError
-from opus.jobdefs.model import JobDefinition, Kind
+from opus.jobdefs.model import NO_ENVIRONMENT, JobDefinition, Kind
 from opus.jobdefs.params import check_definition, parse_boolean
 
 KINDS: dict[str, Kind] = {
@@ -242,7 +242,8 @@ def _read(path: Path) -> dict[str, Any]:
 def load_votable(path: Path) -> JobDefinition:
     data = _read(path)
     try:
-        jobdef = JobDefinition.model_validate(data)
+        service = bool(data.get("execution", {}).get("service"))
+        jobdef = JobDefinition.model_validate(data, context=NO_ENVIRONMENT if service else None)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"]) or "definition"

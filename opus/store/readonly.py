@@ -24,6 +24,9 @@ from opus.store.db import Database
 PROGRESS_STEPS = 20_000
 
 
+Rows = tuple[list[str], list[tuple[Any, ...]]]  # column names, rows
+
+
 class QueryTimeout(Exception):
     """The query ran past its time limit and was stopped."""
 
@@ -53,10 +56,12 @@ class ReadOnlyQueries:
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """The column names and at most `max_rows` rows of one SELECT, within `timeout` s."""
         if self.is_sqlite:
-            return _off_the_hub(self._run_sqlite, sql, timeout, max_rows)
+            found: Rows = _off_the_hub(self._run_sqlite, sql, timeout, max_rows)
+            return found
         raw = self.engine.raw_connection()
         try:
-            return self._postgres(raw, sql, timeout, max_rows)
+            rows: Rows = self._postgres(raw, sql, timeout, max_rows)
+            return rows
         finally:
             raw.close()
 

@@ -30,13 +30,14 @@ from typing import Any, ClassVar
 import sqlglot
 from sqlalchemy import Select, String, TextualSelect, case, func, literal, select, text
 from sqlalchemy import column as sql_column
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlglot import exp
+from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy.dialects.sqlite.base import SQLiteDialect
+from sqlalchemy.sql.selectable import SelectBase
+from sqlglot import TokenType, exp
 from sqlglot.dialects.tsql import TSQL
 from sqlglot.errors import OptimizeError, ParseError, SqlglotError
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, traverse_scope
-from sqlglot.tokens import TokenType
 
 from opus.tap.results import Column
 from opus.tap.schema import (
@@ -86,7 +87,7 @@ GEOMETRY = frozenset(
 )
 
 # The constructs a query may hold (sqlglot's classes), beyond functions listed below.
-STRUCTURE: tuple[type[exp.Expression], ...] = (
+STRUCTURE: tuple[type[exp.Expr], ...] = (
     exp.Select,
     exp.Union,
     exp.Intersect,
@@ -209,8 +210,7 @@ class _Sources:
 
     def compiled(self, name: str, statement: Select[Any], reader: Reader) -> None:
         """A source's SQL, and which of its columns have their stored form beside them."""
-        keys = statement.selected_columns.keys()
-        self.raw[name] = {k.removesuffix(RAW) for k in keys if k.endswith(RAW)}
+        self.raw[name] = _raw_keys(statement)
         self.sql[name] = _compile(statement, reader)
 
     def add(self, columns: Sequence[TapColumn]) -> str:
@@ -247,7 +247,9 @@ def translate(
     sources = _Sources()
     _lineage_calls(tree, sources, reader, uploads, max_depth, qname)
     _tables(tree, sources, reader, uploads)
-    schema = {name: {c.key: _sql_type(c) for c in cols} for name, cols in sources.columns.items()}
+    schema: dict[str, object] = {
+        name: {c.key: _sql_type(c) for c in cols} for name, cols in sources.columns.items()
+    }
     try:
         tree = qualify(
             tree,
@@ -262,18 +264,20 @@ def translate(
     columns = _result_columns(tree, sources)
     _compare_stored(tree, sources, reader.namespace)
     limit = maxrec + 1
-    tree = _limited(tree, limit)
+    limited = _limited(tree, limit)
     dialect = "sqlite" if reader.sqlite else "postgres"
     try:
-        sql = tree.sql(dialect=dialect, identify=True, unsupported_level=sqlglot.ErrorLevel.RAISE)
+        sql = limited.sql(
+            dialect=dialect, identify=True, unsupported_level=sqlglot.ErrorLevel.RAISE
+        )
     except SqlglotError as exc:
         raise AdqlError(f"this query cannot run here: {exc}") from None
-    for name, text in sources.sql.items():
-        sql = sql.replace(f'"{name}"', text)
+    for name, source in sources.sql.items():
+        sql = sql.replace(f'"{name}"', source)
     return Translation(sql, columns, limit)
 
 
-def _parse(query: str) -> exp.Expression:
+def _parse(query: str) -> exp.Query:
     if not query.strip():
         raise AdqlError("QUERY is empty")
     try:
@@ -296,7 +300,7 @@ def _parse(query: str) -> exp.Expression:
     return tree
 
 
-def _check(tree: exp.Expression) -> None:
+def _check(tree: exp.Expr) -> None:
     for node in tree.walk():
         if isinstance(node, exp.Anonymous):
             name = node.name.lower()
@@ -326,7 +330,7 @@ def _check(tree: exp.Expression) -> None:
 
 
 def _lineage_calls(
-    tree: exp.Expression,
+    tree: exp.Expr,
     sources: _Sources,
     reader: Reader,
     uploads: Mapping[str, UploadTable],
@@ -371,7 +375,12 @@ def _lineage_calls(
         table.replace(exp.Table(this=exp.to_identifier(placeholder), alias=alias))
 
 
-def _one_seed(start: str) -> Select[Any]:
+def _raw_keys(statement: Select[Any]) -> set[str]:
+    """The columns of a source that have their stored form beside them (`<key>__q`)."""
+    return {k.removesuffix(RAW) for k in statement.selected_columns.keys() if k.endswith(RAW)}  # noqa: SIM118
+
+
+def _one_seed(start: str) -> Any:
     return select(literal(start, String).label("origin"), literal(start, String).label("node"))
 
 
@@ -417,7 +426,7 @@ def _column_seeds(
         else:
             statement = table.source(reader)
             source = _compile(statement, reader)
-            raw_keys = {k.removesuffix(RAW) for k in statement.selected_columns.keys()}
+            raw_keys = _raw_keys(statement)
     if key not in {c.key for c in columns}:
         raise AdqlError(f"{name}: {column.table} has no column {column.name}")
     if key in raw_keys:
@@ -453,14 +462,14 @@ def _lineage_source(
     )
 
 
-def _compile(statement: Select[Any], reader: Reader) -> str:
-    dialect = sqlite.dialect() if reader.sqlite else postgresql.dialect()
+def _compile(statement: SelectBase, reader: Reader) -> str:
+    dialect = SQLiteDialect() if reader.sqlite else PGDialect()  # type: ignore[no-untyped-call]
     compiled = statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
     return f"({compiled})"
 
 
 def _tables(
-    tree: exp.Expression, sources: _Sources, reader: Reader, uploads: Mapping[str, UploadTable]
+    tree: exp.Expr, sources: _Sources, reader: Reader, uploads: Mapping[str, UploadTable]
 ) -> None:
     ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     for table in list(tree.find_all(exp.Table)):
@@ -605,7 +614,7 @@ def _column_message(message: str, sources: _Sources) -> str:
     return f"in the query: {text}"
 
 
-def _result_columns(tree: exp.Expression, sources: _Sources) -> list[Column]:
+def _result_columns(tree: exp.Expr, sources: _Sources) -> list[Column]:
     """The result's columns: metadata of the column selected when it is one, else only
     the name (the type is found from the values)."""
     scopes = traverse_scope(tree)
@@ -672,7 +681,7 @@ def _column(meta: TapColumn, name: str) -> Column:
     )
 
 
-def _compare_stored(tree: exp.Expression, sources: _Sources, namespace: str) -> None:
+def _compare_stored(tree: exp.Expr, sources: _Sources, namespace: str) -> None:
     """Comparisons of identifiers made on their stored forms, which the indexes cover:
     `e.id = p.id`, `e.id = '<uri>'`, `e.id IN ('<uri>', ...)` and `e.id = u.file` (an
     uploaded column: its values turned into the stored form) compare the columns'
@@ -703,7 +712,7 @@ def _compare_stored(tree: exp.Expression, sources: _Sources, namespace: str) -> 
                 parent.set("expressions", [_as_stored(v, namespace) for v in values])
 
 
-def _stored(column: exp.Expression, scope: Scope, sources: _Sources) -> exp.Column | None:
+def _stored(column: exp.Expr, scope: Scope, sources: _Sources) -> exp.Column | None:
     """The stored twin of an identifier column of a view, if `column` is one."""
     if not isinstance(column, exp.Column):
         return None
@@ -713,17 +722,17 @@ def _stored(column: exp.Expression, scope: Scope, sources: _Sources) -> exp.Colu
     return None
 
 
-def _as_stored(value: exp.Expression, namespace: str) -> exp.Expression:
+def _as_stored(value: exp.Expr, namespace: str) -> exp.Expr:
     """A URI (literal or column) in the form the store keeps: `opus:<local>`."""
     if isinstance(value, exp.Literal) and value.is_string:
-        text = value.this
+        given = str(value.this)
         for prefix in (namespace, "urn:opus:"):
-            if text.startswith(prefix):
-                return exp.Literal.string("opus:" + text[len(prefix) :])
+            if given.startswith(prefix):
+                return exp.Literal.string("opus:" + given[len(prefix) :])
         return value
     start = exp.Literal.number(len(namespace) + 1)
     rest = exp.Substring(this=value.copy(), start=start)
-    prefix = exp.Literal.string(namespace)
+    base = exp.Literal.string(namespace)
     return exp.Case(
         ifs=[
             exp.If(
@@ -733,7 +742,7 @@ def _as_stored(value: exp.Expression, namespace: str) -> exp.Expression:
                         start=exp.Literal.number(1),
                         length=exp.Literal.number(len(namespace)),
                     ),
-                    expression=prefix,
+                    expression=base,
                 ),
                 true=exp.DPipe(this=exp.Literal.string("opus:"), expression=rest),
             )
@@ -742,7 +751,7 @@ def _as_stored(value: exp.Expression, namespace: str) -> exp.Expression:
     )
 
 
-def _limited(tree: exp.Expression, limit: int) -> exp.Expression:
+def _limited(tree: exp.Expr, limit: int) -> exp.Expr:
     """At most `limit` rows: a smaller TOP/LIMIT of the query's own is kept."""
     if isinstance(tree, exp.Select):
         current = tree.args.get("limit")
@@ -756,7 +765,7 @@ def _limited(tree: exp.Expression, limit: int) -> exp.Expression:
     return wrapped.limit(limit, copy=False)
 
 
-def _limit_value(node: exp.Expression | None) -> int | None:
+def _limit_value(node: exp.Expr | None) -> int | None:
     if node is None:
         return None
     value = node.args.get("expression") or node.this
