@@ -25,6 +25,7 @@ from lxml import etree
 from opus.ids import namespace_uri
 from tests.servers import IN_CI, Server, assert_valid, have, launch, load_schema, require_shared
 from tests.test_identities import opus
+from tests.test_inputs import file_server  # noqa: F401 (a fixture)
 from tests.test_provenance import result_entity
 from tests.test_uws_api import _NamespaceUrlResolver
 
@@ -509,3 +510,77 @@ def test_lineage_stops_at_what_the_reader_may_not_see(private: tuple[Server, str
 def test_ci_has_stilts() -> None:
     if IN_CI:
         have("stilts")
+
+
+# -- uploads by URL, timestamps -----------------------------------------------------------------
+
+
+def _votable_with_times(path: Path, server: Server, graph: Graph) -> None:
+    from astropy.table import Table
+
+    table = Table(
+        {
+            "file": [uri(server, graph.results[n]) for n in ("a", "b")],
+            "seen": ["2026-12-01T10:00:00", "2030-01-01T00:00:00"],
+        }
+    )
+    table.write(path, format="votable", overwrite=True)
+    text = path.read_text().replace('name="seen"', 'name="seen" xtype="timestamp"')
+    path.write_text(text)
+
+
+def test_an_upload_by_url_is_fetched_and_its_timestamps_compare(
+    start_server: object, file_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    running = start_server({"OPUS_FETCH_ALLOW_HOSTS": "127.0.0.1"})  # type: ignore[operator]
+    graph = Graph(
+        {},
+        {n: result_entity(running, run(running, "hello", name=n)) for n in ("a", "b")},
+    )
+    base, folder = file_server
+    _votable_with_times(folder / "mine.xml", running, graph)
+    query = (
+        "SELECT u.file, e.name FROM TAP_UPLOAD.mine AS u "
+        "JOIN provenance.entity AS e ON e.id = u.file WHERE e.generatedAtTime < u.seen"
+    )
+    for mode in ("sync", "async"):
+        if mode == "sync":
+            response = sync(running, query, UPLOAD=f"mine,{base}/mine.xml")
+            content = response.content
+        else:
+            created = running.session.post(
+                f"{running.url}/tap/async",
+                data={
+                    "LANG": "ADQL",
+                    "QUERY": query,
+                    "UPLOAD": f"mine,{base}/mine.xml",
+                    "PHASE": "RUN",
+                },
+            )
+            running.wait_final(created.url)
+            content = running.session.get(f"{created.url}/results/result").content
+        table = parse_single_table(io.BytesIO(content)).to_table()
+        assert [str(f) for f in table["file"]] == [uri(running, graph.results["b"])], mode
+
+
+def test_an_upload_from_a_private_address_is_refused(
+    server: Server, file_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    base, folder = file_server
+    (folder / "mine.xml").write_text("<VOTABLE/>")
+    response = sync(server, "SELECT * FROM TAP_UPLOAD.mine", UPLOAD=f"mine,{base}/mine.xml")
+    assert "UPLOAD mine" in error_of(response) and "127.0.0.1" in error_of(response)
+
+
+def test_uploads_past_their_limits_are_refused(start_server: object, tmp_path: Path) -> None:
+    from astropy.table import Table
+
+    running = start_server({"OPUS_TAP_UPLOAD_MAX_ROWS": "3"})  # type: ignore[operator]
+    path = tmp_path / "big.xml"
+    Table({"x": list(range(10))}).write(path, format="votable")
+    response = running.session.post(
+        f"{running.url}/tap/sync",
+        data={"LANG": "ADQL", "QUERY": "SELECT * FROM TAP_UPLOAD.big", "UPLOAD": "big,param:t"},
+        files={"t": path.read_bytes()},
+    )
+    assert "3" in error_of(response) and "big" in error_of(response)
