@@ -5,9 +5,7 @@ from unless told otherwise (tests/test_fetch.py): they use a server that allows 
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,17 +26,6 @@ def fetching_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
     )
     yield running
     running.stop()
-
-
-@pytest.fixture
-def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A plain HTTP server on loopback serving tmp_path: an archive elsewhere."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", tmp_path
-    httpd.shutdown()
 
 
 def parameter(doc: etree._Element, name: str) -> etree._Element:

@@ -25,7 +25,6 @@ from lxml import etree
 from opus.ids import namespace_uri
 from tests.servers import IN_CI, Server, assert_valid, have, launch, load_schema, require_shared
 from tests.test_identities import opus
-from tests.test_inputs import file_server  # noqa: F401 (a fixture)
 from tests.test_provenance import result_entity
 from tests.test_uws_api import _NamespaceUrlResolver
 
