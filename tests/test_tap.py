@@ -94,6 +94,7 @@ def error_of(response: requests.Response) -> str:
 
 
 def provsap_ids(server: Server, qname: str, direction: str) -> set[str]:
+    """The jobs and files a ProvSAP walk reaches, as the URIs TAP shows."""
     response = server.session.get(
         f"{server.url}/provsap",
         params={"ID": qname, "DEPTH": "ALL", "DIRECTION": direction, "AGENT": "NO"},
@@ -101,15 +102,9 @@ def provsap_ids(server: Server, qname: str, direction: str) -> set[str]:
     assert response.status_code == 200, response.text
     doc = response.json()
     ids = set(doc.get("activity", {})) | set(doc.get("entity", {}))
-    prefixes = doc.get("prefix", {})
     # the walk's nodes: jobs and files (not the descriptions, parameters, contexts shown)
-    node = re.compile(r"/(job|ent)_[0-9a-f]{16}$")
-    return {i for i in (_expand(i, prefixes) for i in ids) if node.search(i)}
-
-
-def _expand(qname: str, prefixes: dict[str, str]) -> str:
-    prefix, _, local = qname.partition(":")
-    return prefixes.get(prefix, prefix + ":") + local if prefix in prefixes else qname
+    node = re.compile(r"^opus:(job|ent)_[0-9a-f]{16}$")
+    return {uri(server, i) for i in ids if node.match(i)}
 
 
 # -- validators and clients ------------------------------------------------------------------
