@@ -56,8 +56,16 @@ def _activity(n: int, used: list[Entity], generated: list[Entity], owner: str) -
 
 
 def _entity(n: int) -> Entity:
-    return Entity(f"opus:ent_{n:016x}", f"f{n}.txt", f"/store/{n:016x}", "text/plain", 3, "ab",
-                  datetime(2026, 12, 1, 11, n), "result")
+    return Entity(
+        f"opus:ent_{n:016x}",
+        f"f{n}.txt",
+        f"/store/{n:016x}",
+        "text/plain",
+        3,
+        "ab",
+        datetime(2026, 12, 1, 11, n),
+        "result",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +87,12 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
         for n, owner in ((1, "alice"), (2, "alice"), (3, "alice"), (4, "alice"), (5, "bob")):
             conn.execute(
                 Job.__table__.insert().values(
-                    id=f"{n:016x}", jobdef="step", owner=owner, phase="COMPLETED",
-                    creation_time=datetime(2026, 12, 1), execution_duration=60,
+                    id=f"{n:016x}",
+                    jobdef="step",
+                    owner=owner,
+                    phase="COMPLETED",
+                    creation_time=datetime(2026, 12, 1),
+                    execution_duration=60,
                     destruction=datetime(2027, 12, 1),
                 )
             )
@@ -89,9 +101,17 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
 
 
 def run(db: Database, adql: str, caller: Caller | None = None, maxrec: int = 1000) -> list[tuple]:
-    reader = Reader(NS, "https://archive.example", visible_nodes(caller) if caller else None, db.is_sqlite)
-    translation = translate(adql, reader, uploads={}, maxrec=maxrec, max_depth=100,
-                            qname=lambda given: qualified_name(given, NS))
+    reader = Reader(
+        NS, "https://archive.example", visible_nodes(caller) if caller else None, db.is_sqlite
+    )
+    translation = translate(
+        adql,
+        reader,
+        uploads={},
+        maxrec=maxrec,
+        max_depth=100,
+        qname=lambda given: qualified_name(given, NS),
+    )
     _, rows = ReadOnlyQueries(db).run(translation.sql, 10, translation.limit)
     return rows
 
@@ -129,9 +149,14 @@ def test_identifier_comparisons_find_what_uri_comparisons_do(db: Database) -> No
     assert joined[0] == ("f1.txt", uri(1, "job"))
 
 
-@pytest.mark.parametrize(("function", "direction"), [("find_prov_precursors", "BACK"), ("find_prov_descendants", "FORTH")])
+@pytest.mark.parametrize(
+    ("function", "direction"),
+    [("find_prov_precursors", "BACK"), ("find_prov_descendants", "FORTH")],
+)
 @pytest.mark.parametrize("start", [0, 1, 4])
-def test_lineage_functions_equal_the_provsap_walk(db: Database, function: str, direction: str, start: int) -> None:
+def test_lineage_functions_equal_the_provsap_walk(
+    db: Database, function: str, direction: str, start: int
+) -> None:
     found = {r[0] for r in run(db, f"SELECT id FROM {function}('{uri(start)}', 20) AS p")}
     with db.read() as conn:
         walked = lineage_query.walk(conn, [f"opus:ent_{start:016x}"], 20, direction)  # type: ignore[arg-type]
@@ -150,10 +175,11 @@ def test_lineage_through_a_column_walks_from_every_value(db: Database) -> None:
 
 def test_lineage_stops_where_the_reader_may_not_see(db: Database) -> None:
     assert run(db, f"SELECT id FROM find_prov_descendants('{uri(0)}', 20) AS d", BOB) == [
-        (uri(5, "job"),), (uri(5),)
-    ] or sorted(run(db, f"SELECT id FROM find_prov_descendants('{uri(0)}', 20) AS d", BOB)) == sorted(
-        [(uri(5, "job"),), (uri(5),)]
-    )
+        (uri(5, "job"),),
+        (uri(5),),
+    ] or sorted(
+        run(db, f"SELECT id FROM find_prov_descendants('{uri(0)}', 20) AS d", BOB)
+    ) == sorted([(uri(5, "job"),), (uri(5),)])
 
 
 @pytest.mark.parametrize(
@@ -167,7 +193,10 @@ def test_lineage_stops_where_the_reader_may_not_see(db: Database) -> None:
         ("SELECT id__q FROM provenance.entity", "id__q"),
         ("SELECT * FROM provenance.entity; SELECT 1", "one SELECT"),
         ("INSERT INTO provenance.entity (id) VALUES ('x')", "only SELECT"),
-        ("SELECT CONTAINS(POINT('ICRS', 1, 2), CIRCLE('ICRS', 1, 2, 3)) FROM provenance.entity", "geometry"),
+        (
+            "SELECT CONTAINS(POINT('ICRS', 1, 2), CIRCLE('ICRS', 1, 2, 3)) FROM provenance.entity",
+            "geometry",
+        ),
         ("SELECT sqlite_version() FROM provenance.entity", "SQLITE_VERSION"),
         ("SELECT id FROM find_prov_precursors(1, 2) AS p", "the id must be"),
         ("SELECT id FROM find_prov_precursors('x', 101) AS p", "from 1 to 100"),
