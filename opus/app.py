@@ -64,7 +64,8 @@ def create_app(settings: Settings) -> bottle.Bottle:
     app.default_error_handler = plain_error_page
     app.config["opus.services"] = services
     uws_routes.install(app, services.jobs, services.settings)
-    provsap_routes.install(app, ProvenanceService(services.db), services.jobs.job)
+    provenance = ProvenanceService(services.db, settings.public_url)
+    provsap_routes.install(app, provenance, services.jobs.job)
     tap_routes.install(app, TapService(settings, services.db), services.jobs, settings)
     _install_service_routes(app, services)
     gc.freeze()  # what exists now lives as long as the process: keep it out of GC scans

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import ColumnElement, Select, exists, false, literal, or_, select, true, union
+from sqlalchemy import ColumnElement, Select, exists, false, func, literal, or_, select, true, union
 
 from opus.config import Settings
 from opus.errors import Forbidden, Unauthorized
@@ -178,7 +178,11 @@ def visible_nodes(caller: Caller) -> Select[tuple[str]] | None:
             select(association.c.activity_id.label("id"))
             .where(association.c.role == "owner", association.c.agent_id.in_(owners))
             .where(
-                ~exists().where(literal(JOB_PREFIX).concat(jobs.c.id) == association.c.activity_id)
+                # the job's id cut out of the activity's (an index lookup), not each job's
+                # id made into an activity's (a scan of the jobs per association)
+                ~exists().where(
+                    jobs.c.id == func.substr(association.c.activity_id, len(JOB_PREFIX) + 1)
+                )
             )
         )
         activities = union(activities, destroyed)  # type: ignore[assignment]

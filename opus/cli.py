@@ -230,12 +230,13 @@ def jobs(args: argparse.Namespace) -> int:
 
 def prov_export(args: argparse.Namespace) -> int:
     """Write provenance files straight from the store (run on the server's machine)."""
-    from opus.ids import NAMESPACES, entity_qname, is_id, job_qname
+    from opus.ids import entity_qname, is_id, job_qname
     from opus.store.db import Database
     from opus.timeutil import parse_datetime
     from provenance.export import activity_ids, export
 
     settings = Settings()
+    base, namespaces = _export_base(args.base_url or settings.public_url)
     db = Database(settings.db_url)
     items: list[tuple[str, str]] = [("activity", job_qname(j)) for j in args.job]
     items += [("entity", entity_qname(e) if is_id(e) else e) for e in args.entity]
@@ -256,12 +257,30 @@ def prov_export(args: argparse.Namespace) -> int:
         items or everything,
         Path(args.out),
         args.format,
-        NAMESPACES,
+        namespaces,
         args.model,
         allowed,
+        base,
     )
     print(f"opus prov export: {count} file(s) and index.csv in {args.out}")
     return 0
+
+
+def _export_base(url: str) -> tuple[str | None, dict[str, str]]:
+    """The base URL exported files carry (--base-url, else OPUS_PUBLIC_URL) and their
+    namespaces. With neither there is no request to take it from: the ids keep the
+    namespace urn:opus: and the locations stay relative, as said on stderr."""
+    from opus.ids import NAMESPACES, namespace_uri, public_base
+
+    if not url.strip():
+        print(
+            "opus prov export: no public URL (OPUS_PUBLIC_URL or --base-url): ids keep "
+            f"the namespace {NAMESPACES['opus']} and locations stay relative to the server",
+            file=sys.stderr,
+        )
+        return None, dict(NAMESPACES)
+    base = public_base(url)
+    return base, {"opus": namespace_uri(base)}
 
 
 def db_upgrade(args: argparse.Namespace) -> int:
@@ -363,6 +382,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--since", help="every activity ended since this ISO 8601 time")
     p.add_argument("--user", help="only what this user may see (default: everything)")
+    p.add_argument(
+        "--base-url",
+        default="",
+        help="the server's public base URL, for the namespace and locations "
+        "(default: OPUS_PUBLIC_URL)",
+    )
     p.set_defaults(func=prov_export)
 
     database = commands.add_parser("db", help="the database's schema").add_subparsers(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from urllib.parse import quote
 
 ID_PATTERN = re.compile(r"^[a-z0-9]{16}$")
 NOT_NCNAME = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -12,10 +13,31 @@ NAMESPACES = {"opus": "urn:opus:"}  # the prefix of every qualified name OPUS re
 PROV_PATH = "/prov/"  # under the server's public base URL: where `opus:` names resolve
 
 
+OLD_NAMESPACE = NAMESPACES["opus"]  # what `opus` stood for in documents written before
+# What a base URL may hold as it is in every format (PROV-N's IRIs are the strictest):
+# RFC 3986's reserved and unreserved characters and '%'; anything else is percent-encoded
+URL_SAFE = ":/?#[]@!$&'()*+,;=-._~%"
+
+
 def namespace_uri(base_url: str) -> str:
     """The URI the prefix `opus` stands for on the server at `base_url`: every qualified
     name `opus:<local>` is then the URL `<base_url>/prov/<local>`, which resolves."""
     return base_url.rstrip("/") + PROV_PATH
+
+
+def public_base(url: str) -> str:
+    """A base URL as documents carry it: no trailing slash, and percent-encoded where it
+    holds what an IRI may not (a Host header is the client's to choose)."""
+    return quote(url.strip().rstrip("/"), safe=URL_SAFE)
+
+
+def qualified_name(given: str, base: str) -> str:
+    """An id as a client gives it (a URI of this server's namespace, `urn:opus:` of older
+    documents, or the qualified name) as the store keeps it."""
+    for prefix in (namespace_uri(base), OLD_NAMESPACE):
+        if given.startswith(prefix) and len(given) > len(prefix):
+            return "opus:" + given[len(prefix) :]
+    return given
 
 
 def new_id() -> str:

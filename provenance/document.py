@@ -1,8 +1,9 @@
 """Stored records -> a provenance document, in the IVOA model or plain W3C PROV.
 
 The document is a light list of records (PROV-JSON's vocabulary), cheap to
-build for thousands of activities; PROV-JSON and PROV-VOTABLE are written from
-it directly, and `to_prov` gives the prov 3 ProvDocument for the other formats.
+build for thousands of activities; PROV-JSON, PROV-N, PROV-XML and PROV-VOTABLE
+are written from it directly, and `to_prov` gives the prov 3 ProvDocument (for
+PROV-SVG, and as the writers' reference: prov reads each format back equal).
 
 IVOA ProvDM classes PROV has no word for are PROV records typed with
 ``voprov:``: an ActivityDescription is an entity of type
@@ -15,18 +16,29 @@ voprov:wasConfiguredBy). Every serialization stays readable by prov 3.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from prov.model import ProvDocument
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, and_, bindparam, or_, select
 
 from provenance import store
 from provenance.model import VOPROV
 from provenance.query import Selection
 
-__all__ = ["AGENT_TYPES", "Document", "Model", "QName", "Record", "build", "to_prov"]
+__all__ = [
+    "AGENT_TYPES",
+    "Document",
+    "Model",
+    "QName",
+    "Record",
+    "absolute",
+    "build",
+    "known_artefacts",
+    "parameter_id",
+    "to_prov",
+]
 
 Model = Literal["IVOA", "W3C"]
 AGENT_TYPES = {
@@ -40,7 +52,7 @@ class QName(str):
     """An attribute value that is a qualified name (prov:type values), not a string."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One PROV record: an element or a relation, with its attributes in order."""
 
@@ -84,16 +96,46 @@ def _attribute_name(key: str) -> str:
     return key.replace("__", ":")
 
 
-def _rows(conn: Connection, table: Any, column: Any, ids: set[str]) -> list[Any]:
+def _pairs(names: tuple[str, ...], values: Iterable[Any]) -> list[tuple[str, Any]]:
+    """(name, value) of the values given, empty ones left out (as `Document.add` does)."""
+    return [(n, v) for n, v in zip(names, values, strict=True) if v is not None and v != ""]
+
+
+def _rows(conn: Connection, columns: list[Any], key: Any, ids: set[str]) -> list[Any]:
+    """Those columns of the rows whose `key` is one of `ids` (rows unpack as tuples)."""
     if not ids:
         return []
-    return list(conn.execute(select(table).where(column.in_(sorted(ids)))))
+    return list(conn.execute(_statement(tuple(columns), key), {"ids": sorted(ids)}))
+
+
+@functools.cache
+def _statement(columns: tuple[Any, ...], key: Any) -> Any:
+    """SELECT columns WHERE key IN :ids, made once: building the IN of thousands of
+    literals anew for each document cost more than running it."""
+    return select(*columns).where(key.in_(bindparam("ids", expanding=True)))
+
+
+def absolute(location: str | None, base_url: str | None) -> str | None:
+    """A location kept relative to the server (a path: ``/store/<id>``) as the URL it is
+    on the server at `base_url`; any other location (a URL already) as it is."""
+    if base_url and location and location.startswith("/") and not location.startswith("//"):
+        return base_url.rstrip("/") + location
+    return location
 
 
 def build(
-    conn: Connection, chosen: Selection, namespaces: Mapping[str, str], model: Model = "IVOA"
+    conn: Connection,
+    chosen: Selection,
+    namespaces: Mapping[str, str],
+    model: Model = "IVOA",
+    base_url: str | None = None,
+    artefacts: Iterable[str] = (),
 ) -> Document:
     """The provenance document of the records selected, read from the database.
+
+    The store keeps what was recorded (locations relative to the server that recorded
+    them); a document leaving the server says where it is: `base_url` makes every such
+    location absolute, and `namespaces` says what the prefixes stand for there.
 
     Args:
         conn: A connection to the provenance tables.
@@ -101,92 +143,121 @@ def build(
         namespaces: Prefix -> URI of the prefixes of the ids (voprov is added).
         model: IVOA adds the descriptions, parameters and context of the activities
             (as voprov-typed PROV records); W3C leaves them out.
+        base_url: The server's base URL: a location that is a path is made a URL under
+            it. None: locations as stored.
+        artefacts: Ids of descriptions, contexts or parameters (see `known_artefacts`)
+            to show for themselves, whatever the model.
 
     Returns:
         The Document, ready for `provenance.serializers.serialize`.
     """
     doc = Document(dict(namespaces) | {"voprov": VOPROV})
-    activities = _rows(conn, store.activities, store.activities.c.id, chosen.activities)
-    for row in activities:
-        doc.add(
-            "activity",
-            row.id,
-            {"prov:startTime": row.start_time, "prov:endTime": row.end_time},
-            prov__label=row.name,
-            voprov__status=row.status,
-            voprov__comment=row.comment,
-        )
-    for row in _rows(conn, store.entities, store.entities.c.id, chosen.entities):
-        doc.add(
-            "entity",
-            row.id,
-            {},
-            prov__label=row.name,
-            prov__location=row.location,
-            voprov__content_type=row.content_type,
-            voprov__content_size=row.size,
-            voprov__sha256=row.sha256,
-        )
-    for row in _rows(conn, store.agents, store.agents.c.id, chosen.agents):
-        doc.add(
-            "agent",
-            row.id,
-            {},
-            prov__type=QName(AGENT_TYPES[row.type]),
-            prov__label=row.name,
-            voprov__email=row.email,
-            voprov__version=row.version,
-        )
-
-    shown = chosen.activities
-    for row in _rows(conn, store.used, store.used.c.activity_id, shown):
-        if row.entity_id in chosen.entities:
-            doc.add(
-                "used",
-                None,
-                {
-                    "prov:activity": row.activity_id,
-                    "prov:entity": row.entity_id,
-                    "prov:time": row.time,
-                },
-                prov__role=row.role,
-            )
-    for row in _rows(conn, store.generations, store.generations.c.activity_id, shown):
-        if row.entity_id in chosen.entities:
-            doc.add(
-                "wasGeneratedBy",
-                None,
-                {
-                    "prov:entity": row.entity_id,
-                    "prov:activity": row.activity_id,
-                    "prov:time": row.time,
-                },
-                prov__role=row.role,
-            )
-    for row in _rows(conn, store.associations, store.associations.c.activity_id, shown):
-        if row.agent_id in chosen.agents:
-            doc.add(
-                "wasAssociatedWith",
-                None,
-                {"prov:activity": row.activity_id, "prov:agent": row.agent_id},
-                prov__role=row.role,
-            )
-    for row in _rows(conn, store.derivations, store.derivations.c.generated_id, chosen.entities):
-        if row.used_id in chosen.entities:
-            activity = row.activity_id if row.activity_id in shown else None
-            doc.add(
-                "wasDerivedFrom",
-                None,
-                {
-                    "prov:generatedEntity": row.generated_id,
-                    "prov:usedEntity": row.used_id,
-                    "prov:activity": activity,
-                },
-            )
+    records = doc.records
+    activities = _rows(conn, ACTIVITY_COLUMNS, store.activities.c.id, chosen.activities)
+    for id_, name, start, end, status, comment, _, _ in activities:
+        formal = {"prov:startTime": start, "prov:endTime": end}
+        if start is None or end is None:
+            formal = {k: v for k, v in formal.items() if v is not None}
+        records.append(Record("activity", id_, formal, _pairs(ACTIVITY, (name, status, comment))))
+    entities = _rows(conn, ENTITY_COLUMNS, store.entities.c.id, chosen.entities)
+    for id_, name, location, *rest in entities:
+        values = (name, absolute(location, base_url), *rest)
+        records.append(Record("entity", id_, {}, _pairs(ENTITY, values)))
+    for id_, kind, name, email, version in _rows(
+        conn, AGENT_COLUMNS, store.agents.c.id, chosen.agents
+    ):
+        values = (QName(AGENT_TYPES[kind]), name, email, version)
+        records.append(Record("agent", id_, {}, _pairs(AGENT, values)))
+    _relations(conn, doc, chosen)
     _hidden_records(doc, chosen)
     if model == "IVOA":
         _ivoa_records(conn, doc, activities)
+    artefacts = set(artefacts) - {r.id for r in records if r.kind == "entity"}
+    if artefacts:
+        _artefact_records(conn, doc, artefacts)
     return doc
+
+
+ACTIVITY = ("prov:label", "voprov:status", "voprov:comment")
+ENTITY = (
+    "prov:label",
+    "prov:location",
+    "voprov:content_type",
+    "voprov:content_size",
+    "voprov:sha256",
+)
+AGENT = ("prov:type", "prov:label", "voprov:email", "voprov:version")
+DESCRIPTION = (
+    "prov:type",
+    "voprov:name",
+    "voprov:version",
+    "voprov:type",
+    "voprov:subtype",
+    "voprov:doculink",
+    "voprov:description",
+)
+PARAMETER = (
+    "prov:type",
+    "prov:value",
+    "voprov:name",
+    "voprov:datatype",
+    "voprov:unit",
+    "voprov:ucd",
+    "voprov:min",
+    "voprov:max",
+    "voprov:options",
+    "voprov:description",
+)
+_a, _e, _g = store.activities.c, store.entities.c, store.agents.c
+ACTIVITY_COLUMNS = [_a.id, _a.name, _a.start_time, _a.end_time, _a.status, _a.comment]
+ACTIVITY_COLUMNS += [_a.description_id, _a.context_id]  # last: _ivoa_records reads them
+ENTITY_COLUMNS = [_e.id, _e.name, _e.location, _e.content_type, _e.size, _e.sha256]
+AGENT_COLUMNS = [_g.id, _g.type, _g.name, _g.email, _g.version]
+_d, _p = store.activity_descriptions.c, store.parameters.c
+DESCRIPTION_COLUMNS = [_d.id, _d.name, _d.version, _d.type, _d.subtype, _d.doculink]
+DESCRIPTION_COLUMNS.append(_d.description)
+PARAMETER_COLUMNS = [_p.activity_id, _p.name, _p.value, _p.datatype, _p.unit, _p.ucd]
+PARAMETER_COLUMNS += [_p.min, _p.max, _p.options, _p.description]
+
+
+def _relations(conn: Connection, doc: Document, chosen: Selection) -> None:
+    """used, wasGeneratedBy, wasAssociatedWith, wasDerivedFrom between the records shown."""
+    records, shown, entities = doc.records, chosen.activities, chosen.entities
+    u, g, a, d = store.used.c, store.generations.c, store.associations.c, store.derivations.c
+    columns = [u.activity_id, u.entity_id, u.time, u.role]
+    for activity, entity, time, role in _rows(conn, columns, u.activity_id, shown):
+        if entity in entities:
+            formal = {"prov:activity": activity, "prov:entity": entity, "prov:time": time}
+            records.append(Record("used", None, _present(formal), _role(role)))
+    columns = [g.entity_id, g.activity_id, g.time, g.role]
+    for entity, activity, time, role in _rows(conn, columns, g.activity_id, shown):
+        if entity in entities:
+            formal = {"prov:entity": entity, "prov:activity": activity, "prov:time": time}
+            records.append(Record("wasGeneratedBy", None, _present(formal), _role(role)))
+    for activity, agent, role in _rows(
+        conn, [a.activity_id, a.agent_id, a.role], a.activity_id, shown
+    ):
+        if agent in chosen.agents:
+            formal = {"prov:activity": activity, "prov:agent": agent}
+            records.append(Record("wasAssociatedWith", None, formal, _role(role)))
+    columns = [d.generated_id, d.used_id, d.activity_id]
+    for generated, used, activity in _rows(conn, columns, d.generated_id, entities):
+        if used in entities:
+            formal = {"prov:generatedEntity": generated, "prov:usedEntity": used}
+            if activity in shown:
+                formal["prov:activity"] = activity
+            records.append(Record("wasDerivedFrom", None, formal, []))
+
+
+def _present(formal: dict[str, Any]) -> dict[str, Any]:
+    """The formal attributes without a missing time."""
+    if formal["prov:time"] is not None:
+        return formal
+    return {k: v for k, v in formal.items() if v is not None}
+
+
+def _role(role: str | None) -> list[tuple[str, Any]]:
+    return [("prov:role", role)] if role else []
 
 
 HIDDEN_LABEL = "not visible to you"
@@ -217,80 +288,133 @@ def _hidden_records(doc: Document, chosen: Selection) -> None:
 
 
 def _ivoa_records(conn: Connection, doc: Document, activities: list[Any]) -> None:
-    """Descriptions, parameters and context of the activities shown."""
-    ids = {row.id for row in activities}
-    descriptions = {row.description_id for row in activities if row.description_id}
-    for row in _rows(
-        conn, store.activity_descriptions, store.activity_descriptions.c.id, descriptions
-    ):
-        doc.add(
-            "entity",
-            row.id,
-            {},
-            prov__type=QName("voprov:ActivityDescription"),
-            voprov__name=row.name,
-            voprov__version=row.version,
-            voprov__type=row.type,
-            voprov__subtype=row.subtype,
-            voprov__doculink=row.doculink,
-            voprov__description=row.description,
-        )
-    for row in activities:
-        if row.description_id:
-            doc.add(
-                "wasInfluencedBy",
-                None,
-                {"prov:influencee": row.id, "prov:influencer": row.description_id},
-                prov__type=QName("voprov:isDescribedBy"),
-            )
-    for row in _rows(conn, store.parameters, store.parameters.c.activity_id, ids):
-        parameter_id = f"{row.activity_id}_par_{row.name}"
-        doc.add(
-            "entity",
-            parameter_id,
-            {},
-            prov__type=QName("voprov:Parameter"),
-            prov__value=row.value,
-            voprov__name=row.name,
-            voprov__datatype=row.datatype,
-            voprov__unit=row.unit,
-            voprov__ucd=row.ucd,
-            voprov__min=row.min,
-            voprov__max=row.max,
-            voprov__options=row.options,
-            voprov__description=row.description,
-        )
-        doc.add(
-            "wasInfluencedBy",
-            None,
-            {"prov:influencee": row.activity_id, "prov:influencer": parameter_id},
-            prov__type=QName("voprov:wasConfiguredBy"),
-            voprov__artefactType="Parameter",
-        )
-    contexts = {row.context_id for row in activities if row.context_id}
+    """Descriptions, parameters and context of the activities shown (rows of
+    ACTIVITY_COLUMNS), each influencing its activity."""
+    records = doc.records
+    described = [(row[0], row[-2]) for row in activities if row[-2]]  # (id, description)
+    _description_records(conn, doc, {description for _, description in described})
+    for activity, description in described:
+        formal = {"prov:influencee": activity, "prov:influencer": description}
+        records.append(Record("wasInfluencedBy", None, formal, [DESCRIBED_BY]))
+    for row in _rows(conn, PARAMETER_COLUMNS, _p.activity_id, {row[0] for row in activities}):
+        parameter = _parameter_record(row)
+        records.append(parameter)
+        formal = {"prov:influencee": row[0], "prov:influencer": parameter.id}
+        records.append(Record("wasInfluencedBy", None, formal, list(CONFIGURED_BY_PARAMETER)))
+    configured = [(row[0], row[-1]) for row in activities if row[-1]]  # (id, context)
+    contexts = _context_records(conn, doc, {context for _, context in configured})
+    for activity, context in configured:
+        if context in contexts:
+            formal = {"prov:influencee": activity, "prov:influencer": context}
+            records.append(Record("wasInfluencedBy", None, formal, list(CONFIGURED_BY_CONTEXT)))
+
+
+DESCRIBED_BY = ("prov:type", QName("voprov:isDescribedBy"))
+CONFIGURED_BY_PARAMETER = (
+    ("prov:type", QName("voprov:wasConfiguredBy")),
+    ("voprov:artefactType", "Parameter"),
+)
+CONFIGURED_BY_CONTEXT = (
+    ("prov:type", QName("voprov:wasConfiguredBy")),
+    ("voprov:artefactType", "Context"),
+)
+
+
+def _description_records(conn: Connection, doc: Document, ids: set[str]) -> None:
+    kind = QName("voprov:ActivityDescription")
+    for id_, *values in _rows(conn, DESCRIPTION_COLUMNS, _d.id, ids):
+        doc.records.append(Record("entity", id_, {}, _pairs(DESCRIPTION, (kind, *values))))
+
+
+def parameter_id(activity_id: str, name: str) -> str:
+    """The id of the record of a parameter value: it has no row id of its own."""
+    return f"{activity_id}_par_{name}"
+
+
+def _parameter_record(row: Any) -> Record:
+    activity_id, name, value, *description = row
+    values = (QName("voprov:Parameter"), value, name, *description)
+    return Record("entity", parameter_id(activity_id, name), {}, _pairs(PARAMETER, values))
+
+
+def _context_records(conn: Connection, doc: Document, ids: set[str]) -> set[str]:
+    """The records of these contexts (their keys in order); the ids of those found."""
     items: dict[str, list[tuple[str, Any]]] = {}
-    for row in _rows(conn, store.contexts, store.contexts.c.context_id, contexts):
-        items.setdefault(row.context_id, []).append((_context_key(row.key), row.value))
+    c = store.contexts.c
+    for context_id, key, value in _rows(conn, [c.context_id, c.key, c.value], c.context_id, ids):
+        items.setdefault(context_id, []).append((_context_key(key), value))
     for context_id, pairs in items.items():
         doc.records.append(
             Record(
                 "entity", context_id, {}, [("prov:type", QName("voprov:Context")), *sorted(pairs)]
             )
         )
-    for row in activities:
-        if row.context_id in items:
-            doc.add(
-                "wasInfluencedBy",
-                None,
-                {"prov:influencee": row.id, "prov:influencer": row.context_id},
-                prov__type=QName("voprov:wasConfiguredBy"),
-                voprov__artefactType="Context",
-            )
+    return set(items)
 
 
 @functools.cache
 def _context_key(key: str) -> str:
     return "voprov:context_" + "".join(c if c.isalnum() else "_" for c in key)
+
+
+def _parameter_keys(ids: Iterable[str]) -> list[tuple[str, str]]:
+    """(activity id, name) pairs a parameter id may stand for: it is split at each _par_."""
+    found = []
+    for id_ in ids:
+        at = id_.find("_par_")
+        while at > 0:
+            found.append((id_[:at], id_[at + 5 :]))
+            at = id_.find("_par_", at + 1)
+    return found
+
+
+def _parameter_rows(conn: Connection, ids: Iterable[str], allowed: Any = None) -> list[Any]:
+    keys = _parameter_keys(ids)
+    if not keys:
+        return []
+    query = select(*PARAMETER_COLUMNS).where(
+        or_(*(and_(_p.activity_id == a, _p.name == n) for a, n in keys))
+    )
+    if allowed is not None:
+        query = query.where(_p.activity_id.in_(allowed))
+    return list(conn.execute(query))
+
+
+def known_artefacts(conn: Connection, ids: Iterable[str], allowed: Any = None) -> set[str]:
+    """Which ids name an activity description, a context or a parameter value: what the
+    IVOA model shows of an activity besides its relations, with ids of their own.
+
+    Args:
+        conn: A connection to the provenance tables.
+        ids: Qualified names.
+        allowed: The activity ids the reader may see (a one-column SELECT, as in
+            `provenance.query.walk`; None: all): an artefact is known when an allowed
+            activity is described or configured by it.
+
+    Returns:
+        Those of `ids` that name one.
+    """
+    wanted = sorted(set(ids))
+    if not wanted:
+        return set()
+    found = {parameter_id(row[0], row[1]) for row in _parameter_rows(conn, wanted, allowed)}
+    a = store.activities.c
+    for column in (a.description_id, a.context_id):
+        query = select(column).where(column.in_(wanted)).distinct()
+        if allowed is not None:
+            query = query.where(a.id.in_(allowed))
+        found |= {row[0] for row in conn.execute(query)}
+    return found & set(wanted)
+
+
+def _artefact_records(conn: Connection, doc: Document, ids: set[str]) -> None:
+    """Descriptions, contexts and parameters asked for by their ids (see `known_artefacts`:
+    the caller has checked they may be seen), shown for themselves."""
+    _description_records(conn, doc, ids)
+    _context_records(conn, doc, ids)
+    for row in _parameter_rows(conn, ids):
+        if parameter_id(row[0], row[1]) in ids:
+            doc.records.append(_parameter_record(row))
 
 
 RELATION_ARGS = {
@@ -335,5 +459,5 @@ def to_prov(doc: Document) -> ProvDocument:
         else:
             args = [record.formal.get(name) for name in RELATION_ARGS[record.kind]]
             method = getattr(prov_doc, PROV_METHODS.get(record.kind, record.kind))
-            method(*args, other_attributes=attributes)
+            method(*args, identifier=record.id, other_attributes=attributes)
     return prov_doc

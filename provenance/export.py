@@ -1,6 +1,7 @@
 """Writing provenance to files for archives: one document per activity or entity, and an
 index. Activities are read in batches, each document built and written on its own, so a
-store of any size is exported in bounded memory."""
+store of any size is exported in bounded memory. Files leave the server: given its base
+URL, their locations are URLs under it (as the server's own documents are)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ def export(
     namespaces: Mapping[str, str],
     model: document.Model = "IVOA",
     allowed: query.Allowed | None = None,
+    base_url: str | None = None,
 ) -> int:
     """Write one file per (kind, id), and index.csv (kind, id, file, bytes, sha256).
 
@@ -86,6 +88,8 @@ def export(
         model: IVOA or W3C, as in `provenance.document.build`.
         allowed: The ids the reader may see, as in `provenance.query.walk` (None: all):
             an item outside them is left out, a lineage stops at them.
+        base_url: The server's base URL: locations kept relative to it are written as
+            URLs under it (None: as stored), as in `provenance.document.build`.
 
     Returns:
         How many files were written (index.csv not counted).
@@ -104,7 +108,7 @@ def export(
                     chosen = query.activity_records(conn, identifier)
                 else:
                     chosen = query.select_records(conn, [identifier], None, "BACK", True, allowed)
-                doc = document.build(conn, chosen, namespaces, model)
+                doc = document.build(conn, chosen, namespaces, model, base_url)
             body, _ = serialize(doc, response_format)
             name = identifier.replace(":", "_") + extension
             (folder / name).write_bytes(body)

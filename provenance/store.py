@@ -51,7 +51,6 @@ activity_descriptions = Table(
 )
 
 
-
 def _role_descriptions(name: str) -> Table:
     """The roles an activity description uses (or generates) entities in."""
     return Table(

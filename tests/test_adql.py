@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from opus.auth import Caller, visible_nodes
+from opus.ids import qualified_name
 from opus.store.db import Database
 from opus.store.readonly import QueryFailed, QueryTimeout, ReadOnlyQueries
 from opus.tap.adql import AdqlError, translate
 from opus.tap.schema import PROVENANCE_TABLES, Reader
-from opus.tap.service import qualified_name
 from provenance import query as lineage_query
 from provenance.capture import record
 from provenance.model import (
@@ -29,7 +29,8 @@ from provenance.model import (
 )
 from tests.servers import database_url
 
-NS = "https://archive.example/prov/"
+BASE = "https://archive.example"
+NS = f"{BASE}/prov/"
 DESCRIPTION = ActivityDescription(
     "opus:jobdef_step_1",
     "step",
@@ -110,7 +111,7 @@ def run(db: Database, adql: str, caller: Caller | None = None, maxrec: int = 100
         uploads={},
         maxrec=maxrec,
         max_depth=100,
-        qname=lambda given: qualified_name(given, NS),
+        qname=lambda given: qualified_name(given, BASE),
     )
     _, rows = ReadOnlyQueries(db).run(translation.sql, 10, translation.limit)
     return rows

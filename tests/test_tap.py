@@ -430,8 +430,9 @@ def test_locations_and_ids_resolve(server: Server, graph: Graph) -> None:
         f"WHERE id = '{uri(server, graph.results['a'])}'",
     )
     assert len(found) == 1
-    body = requests.get(str(found[0]["location"]), timeout=30)
-    assert body.status_code == 200 and body.content.startswith(b"Hello, TAP a")
+    for url in (found[0]["location"], found[0]["id"]):  # the id resolves to the bytes too
+        body = requests.get(str(url), timeout=30)
+        assert body.status_code == 200 and body.content.startswith(b"Hello, TAP a"), url
 
 
 # -- visibility --------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""HTTP of provenance: /provsap and /rest/{jobdef}/{id}/provenance."""
+"""HTTP of provenance: /provsap, /rest/{jobdef}/{id}/provenance, and /prov/{local}, where
+every `opus:` name of a document resolves."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 import bottle
 
 from opus.auth import Caller
-from opus.http import all_params, answer, caller, router
+from opus.http import all_params, answer, base_url, caller, router, see_other
 from opus.provsap.service import ProvenanceService, parse
 
 
@@ -22,9 +23,13 @@ def install(
     @route("/provsap")
     @route("/provsap", "POST")
     def provsap() -> bytes:
-        return answer(*provenance.document(caller(), parse(all_params())))
+        return answer(*provenance.document(caller(), parse(all_params()), base_url()))
 
     @route("/rest/<jobdef>/<job_id>/provenance")
     def job_provenance(jobdef: str, job_id: str) -> bytes:
         find_job(caller(), jobdef, job_id)
-        return answer(*provenance.job_document(job_id, parse(all_params())))
+        return answer(*provenance.job_document(job_id, parse(all_params()), base_url()))
+
+    @route("/prov/<local>")
+    def resolve(local: str) -> bottle.HTTPResponse:
+        return see_other(provenance.locate(caller(), local, base_url()))

@@ -18,7 +18,7 @@ from typing import Any
 from opus.auth import Caller, visible_nodes
 from opus.config import Settings
 from opus.execution.fetch import FetchError, fetch
-from opus.ids import NAMESPACES, namespace_uri
+from opus.ids import namespace_uri, public_base, qualified_name
 from opus.store.db import Database
 from opus.store.files import TooLarge
 from opus.store.readonly import QueryFailed, QueryTimeout, ReadOnlyQueries
@@ -106,7 +106,7 @@ class TapService:
 
     def base(self, request_base: str) -> str:
         """The public base URL: the setting, else what the request shows."""
-        return (self.settings.public_url or request_base).rstrip("/")
+        return public_base(self.settings.public_url or request_base)
 
     def reader(self, caller: Caller, base: str) -> Reader:
         return Reader(namespace_uri(base), base, visible_nodes(caller), self.db.is_sqlite)
@@ -159,7 +159,6 @@ class TapService:
     ) -> bytes:
         """The result document of a query (TapError for a query that cannot run)."""
         reader = self.reader(caller, base)
-        namespace = reader.namespace
         try:
             translation = translate(
                 request.query,
@@ -167,7 +166,7 @@ class TapService:
                 uploads=uploads,
                 maxrec=request.maxrec,
                 max_depth=self.settings.tap_max_depth,
-                qname=lambda given: qualified_name(given, namespace),
+                qname=lambda given: qualified_name(given, base),
             )
         except AdqlError as exc:
             raise TapError(str(exc)) from None
@@ -229,15 +228,6 @@ class TapService:
         except TapError as exc:
             return error_document(str(exc)), "votable", True
         return body, fmt, False
-
-
-def qualified_name(given: str, namespace: str) -> str:
-    """An id as a client gives it (a URI of this server, `urn:opus:` of older documents,
-    or the qualified name) as the store keeps it."""
-    for prefix in (namespace, NAMESPACES["opus"]):
-        if given.startswith(prefix):
-            return "opus:" + given[len(prefix) :]
-    return given
 
 
 def _columns(known: list[Column], names: list[str], rows: list[tuple[Any, ...]]) -> list[Column]:

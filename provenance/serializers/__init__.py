@@ -1,5 +1,5 @@
-"""Serializations of a provenance document: PROV-JSON and PROV-VOTABLE written directly,
-PROV-N and PROV-XML by prov 3, PROV-SVG by graphviz.
+"""Serializations of a provenance document: PROV-JSON, PROV-N, PROV-XML and PROV-VOTABLE
+written directly (prov 3 reads each back equal), PROV-SVG by graphviz.
 
 A format whose program or Python package is missing (PROV-SVG without graphviz's
 ``dot`` or without ``prov[dot]``) raises FormatUnavailable when it is asked for; the
@@ -10,25 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from provenance.document import Document, to_prov
+from provenance.document import Document
 from provenance.serializers.graph import FormatUnavailable, GraphvizMissing, to_svg
 from provenance.serializers.provjson import to_json
+from provenance.serializers.provn import to_provn
+from provenance.serializers.provxml import to_provxml
 from provenance.serializers.votable import to_votable
-
-
-def _prov(name: str) -> Callable[[Document], bytes]:
-    def write(doc: Document) -> bytes:
-        text = to_prov(doc).serialize(format=name)
-        assert isinstance(text, str)
-        return text.encode()
-
-    return write
-
 
 FORMATS: dict[str, tuple[Callable[[Document], bytes], str]] = {
     "PROV-JSON": (to_json, "application/json"),
-    "PROV-N": (_prov("provn"), "text/provenance-notation; charset=utf-8"),
-    "PROV-XML": (_prov("xml"), "application/xml"),
+    "PROV-N": (to_provn, "text/provenance-notation; charset=utf-8"),
+    "PROV-XML": (to_provxml, "application/xml"),
     "PROV-VOTABLE": (to_votable, "application/x-votable+xml"),
     "PROV-SVG": (to_svg, "image/svg+xml"),
 }
