@@ -24,8 +24,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, exists, false, func, literal, or_, select, true, union
+from sqlalchemy import ColumnElement, Select, exists, false, func, or_, select, true
 
 from opus.config import Settings
 from opus.errors import Forbidden, Unauthorized
@@ -36,6 +37,7 @@ from opus.store import users as accounts
 from opus.store.db import Database
 from opus.timeutil import utcnow
 from provenance import store as prov
+from provenance.query import Allowed
 
 TOKEN_PREFIX = "opus_"
 CHALLENGES = ('Basic realm="opus"', 'Bearer realm="opus"')
@@ -157,8 +159,10 @@ def visible_entities(caller: Caller) -> ColumnElement[bool]:
     )
 
 
-def visible_nodes(caller: Caller) -> Select[tuple[str]] | None:
-    """The provenance ids the caller may see (None: all, for admins).
+def visible_nodes(caller: Caller) -> Allowed | None:
+    """The provenance ids the caller may see, as a condition on an id column (None: all,
+    for admins); each id is checked by index lookups where it is met, so that a walk or a
+    query costs what it reads, not what the caller owns.
 
     An activity is visible when its job is, or, once the job is destroyed, when the
     caller was its owner (the shares go with the job); an entity when an activity that
@@ -166,32 +170,39 @@ def visible_nodes(caller: Caller) -> Select[tuple[str]] | None:
     if caller.admin:
         return None
     jobs = store.jobs
-    activities = select(literal(JOB_PREFIX).concat(jobs.c.id).label("id")).where(
-        visible_jobs(caller)
-    )
     owners = [user_qname(caller.name)] if caller.name else []
     if caller.anonymous_public:
         owners.append(user_qname(None))
-    if owners:
-        association = prov.associations
-        destroyed = (
-            select(association.c.activity_id.label("id"))
-            .where(association.c.role == "owner", association.c.agent_id.in_(owners))
-            .where(
-                # the job's id cut out of the activity's (an index lookup), not each job's
-                # id made into an activity's (a scan of the jobs per association)
-                ~exists().where(
-                    jobs.c.id == func.substr(association.c.activity_id, len(JOB_PREFIX) + 1)
-                )
-            )
+
+    def job_of(activity: Any) -> ColumnElement[Any]:
+        return func.substr(activity, len(JOB_PREFIX) + 1)
+
+    def activity_visible(activity: Any) -> ColumnElement[bool]:
+        is_job = func.substr(activity, 1, len(JOB_PREFIX)) == JOB_PREFIX
+        shown = exists().where(is_job, jobs.c.id == job_of(activity), visible_jobs(caller))
+        if not owners:
+            return shown
+        owned = prov.associations.alias("owned")
+        destroyed = exists().where(
+            owned.c.activity_id == activity,
+            owned.c.role == "owner",
+            owned.c.agent_id.in_(owners),
+            ~exists().where(jobs.c.id == job_of(activity)),
         )
-        activities = union(activities, destroyed)  # type: ignore[assignment]
-    shown = activities.subquery()
-    generated = select(prov.generations.c.entity_id).where(
-        prov.generations.c.activity_id.in_(select(shown.c.id))
-    )
-    used = select(prov.used.c.entity_id).where(prov.used.c.activity_id.in_(select(shown.c.id)))
-    return union(select(shown.c.id), generated, used)  # type: ignore[return-value]
+        return or_(shown, destroyed)
+
+    def node_visible(node: Any) -> ColumnElement[bool]:
+        generated = prov.generations.alias("seen_generated")
+        used = prov.used.alias("seen_used")
+        return or_(
+            activity_visible(node),
+            exists().where(
+                generated.c.entity_id == node, activity_visible(generated.c.activity_id)
+            ),
+            exists().where(used.c.entity_id == node, activity_visible(used.c.activity_id)),
+        )
+
+    return node_visible
 
 
 # -- tokens -----------------------------------------------------------------------------------

@@ -376,7 +376,7 @@ def _parameter_rows(conn: Connection, ids: Iterable[str], allowed: Any = None) -
         or_(*(and_(_p.activity_id == a, _p.name == n) for a, n in keys))
     )
     if allowed is not None:
-        query = query.where(_p.activity_id.in_(allowed))
+        query = query.where(allowed(_p.activity_id))
     return list(conn.execute(query))
 
 
@@ -387,8 +387,8 @@ def known_artefacts(conn: Connection, ids: Iterable[str], allowed: Any = None) -
     Args:
         conn: A connection to the provenance tables.
         ids: Qualified names.
-        allowed: The activity ids the reader may see (a one-column SELECT, as in
-            `provenance.query.walk`; None: all): an artefact is known when an allowed
+        allowed: The activity ids the reader may see (a condition on an id column,
+            `provenance.query.Allowed`; None: all): an artefact is known when an allowed
             activity is described or configured by it.
 
     Returns:
@@ -402,7 +402,7 @@ def known_artefacts(conn: Connection, ids: Iterable[str], allowed: Any = None) -
     for column in (a.description_id, a.context_id):
         query = select(column).where(column.in_(wanted)).distinct()
         if allowed is not None:
-            query = query.where(a.id.in_(allowed))
+            query = query.where(allowed(a.id))
         found |= {row[0] for row in conn.execute(query)}
     return found & set(wanted)
 

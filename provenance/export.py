@@ -39,7 +39,7 @@ def activity_ids(
     Args:
         read: Opens a connection to the provenance tables (e.g. ``engine.connect``).
         since: Only the activities ended at or after this time; None: all.
-        allowed: Only these ids (a one-column SELECT, as in `provenance.query.walk`).
+        allowed: Only these ids (`provenance.query.Allowed`: a condition on an id column).
 
     Returns:
         An iterator over the activity ids.
@@ -52,7 +52,7 @@ def activity_ids(
         if since is not None:
             query_ = query_.where(store.activities.c.end_time >= since)
         if allowed is not None:
-            query_ = query_.where(store.activities.c.id.in_(allowed))
+            query_ = query_.where(allowed(store.activities.c.id))
         if last is not None:
             query_ = query_.where(
                 (store.activities.c.start_time > last[0])

@@ -9,17 +9,19 @@ stops it, and with no bound each node is visited once (UNION, not UNION ALL).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import (
-    CompoundSelect,
+    ColumnElement,
     Connection,
-    Select,
+    and_,
+    case,
     cast,
     func,
     literal,
+    or_,
     select,
     union,
     union_all,
@@ -42,8 +44,10 @@ __all__ = [
 ]
 
 Direction = Literal["BACK", "FORTH"]
-# A one-column SELECT of the ids a reader may see
-Allowed = Select[Any] | CompoundSelect[Any]
+# What a reader may see: a condition on an id column, true for the ids of the activities
+# and entities they may see (evaluated per row, so that the walk checks the nodes it
+# reaches, not a set of every visible id made first)
+Allowed = Callable[[Any], ColumnElement[bool]]
 
 
 @dataclass
@@ -83,9 +87,34 @@ def _edges(direction: Direction, allowed: Allowed | None = None) -> Any:
         )
         used = select(use.entity_id.label("src"), use.activity_id.label("dst"), _text("used"))
     if allowed is not None:
-        generated = generated.where(generated.selected_columns.dst.in_(allowed))
-        used = used.where(used.selected_columns.dst.in_(allowed))
+        generated = generated.where(allowed(generated.selected_columns.dst))
+        used = used.where(allowed(used.selected_columns.dst))
     return union_all(generated, used).cte("edges")
+
+
+def _step(walk: Any, direction: Direction, allowed: Allowed | None) -> tuple[Any, Any, Any]:
+    """One hop from the walk's nodes: (the FROM of the hop, the node reached, the relation
+    that reached it). Both relations are joined to each node (one of them matches: a
+    node is an entity or an activity), so that each lookup is an index's, in one
+    recursive term (PostgreSQL allows the CTE only once in it)."""
+    g = store.generations.alias("hop_generated")
+    u = store.used.alias("hop_used")
+    if direction == "BACK":
+        via_g, via_u = g.c.activity_id, u.c.entity_id
+        joined = walk.outerjoin(g, g.c.entity_id == walk.c.node).outerjoin(
+            u, u.c.activity_id == walk.c.node
+        )
+    else:
+        via_g, via_u = g.c.entity_id, u.c.activity_id
+        joined = walk.outerjoin(g, g.c.activity_id == walk.c.node).outerjoin(
+            u, u.c.entity_id == walk.c.node
+        )
+    reached = func.coalesce(via_g, via_u)
+    relation = case((via_g.is_not(None), "wasGeneratedBy"), else_="used")
+    condition = or_(via_g.is_not(None), via_u.is_not(None))
+    if allowed is not None:
+        condition = and_(condition, allowed(reached))
+    return joined, (reached, relation), condition
 
 
 def _text(value: str) -> Any:
@@ -114,7 +143,6 @@ def lineage(
         `depth` (a node reached along several paths has several rows; the start nodes have
         depth 0 and no relation). Bounded by `depth`, it ends on any graph, cycles included.
     """
-    edges = _edges(direction, allowed)
     # One type for each column in both terms (PostgreSQL requires it of a recursive CTE)
     starts = seeds.subquery("seeds")
     anchor = select(
@@ -124,15 +152,16 @@ def lineage(
         cast(literal(None), SqlString()).label("relation"),
     )
     walk_cte = anchor.cte(name, recursive=True)
+    joined, (reached, relation), condition = _step(walk_cte, direction, allowed)
     step = (
         select(
             walk_cte.c.origin,
-            cast(edges.c.dst, SqlString()),
+            cast(reached, SqlString()),
             (walk_cte.c.depth + 1),
-            cast(edges.c.relation, SqlString()),
+            cast(relation, SqlString()),
         )
-        .join(walk_cte, edges.c.src == walk_cte.c.node)
-        .where(walk_cte.c.depth < depth)
+        .select_from(joined)
+        .where(condition, walk_cte.c.depth < depth)
     )
     return walk_cte.union(step)
 
@@ -144,7 +173,7 @@ def _hidden(
     edges = _edges(direction)
     rows = conn.execute(
         select(edges.c.src, func.count())
-        .where(edges.c.src.in_(sorted(nodes)), edges.c.dst.not_in(allowed))
+        .where(edges.c.src.in_(sorted(nodes)), ~allowed(edges.c.dst))
         .group_by(edges.c.src)
     )
     return {row[0]: int(row[1]) for row in rows}
@@ -164,8 +193,8 @@ def walk(
         start: Ids of the entities or activities to start from.
         depth: Hops at most (entity -> activity or activity -> entity); None: no limit.
         direction: BACK to precursors, FORTH to descendants.
-        allowed: A one-column SELECT of the ids the walk may enter (None: all); the walk
-            stops at any other node.
+        allowed: Which ids the walk may enter (`Allowed`, a condition on an id column;
+            None: all); the walk stops at any other node.
 
     Returns:
         The ids of every node reached, the start nodes included.
@@ -180,11 +209,12 @@ def walk(
         )
     )
     if depth is None:
-        edges = _edges(direction, allowed)
-        walk_cte = select(seeds.subquery().c.node).cte("walk", recursive=True)
-        step = select(edges.c.dst).join(walk_cte, edges.c.src == walk_cte.c.node)
-        walk_cte = walk_cte.union(step)
-        return {row[0] for row in conn.execute(select(walk_cte.c.node))}
+        anchor = select(cast(seeds.subquery().c.node, SqlString()).label("node"))
+        walk_cte = anchor.cte("walk", recursive=True)
+        joined, (reached, _), condition = _step(walk_cte, direction, allowed)
+        step = select(cast(reached, SqlString())).select_from(joined).where(condition)
+        everything = walk_cte.union(step)
+        return {row[0] for row in conn.execute(select(everything.c.node))}
     if depth == 0:
         return set(starts)
     found = lineage(seeds, depth, direction, allowed)
@@ -285,10 +315,10 @@ def known_ids(conn: Connection, ids: Iterable[str], allowed: Allowed | None = No
             associated = store.associations
             query = query.where(
                 table.c.id.in_(
-                    select(associated.c.agent_id).where(associated.c.activity_id.in_(allowed))
+                    select(associated.c.agent_id).where(allowed(associated.c.activity_id))
                 )
             )
         elif allowed is not None:
-            query = query.where(table.c.id.in_(allowed))
+            query = query.where(allowed(table.c.id))
         queries.append(query)
     return {row[0] for row in conn.execute(union(*queries))}

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, func, literal, select, true, union
+from sqlalchemy import ColumnElement, Select, case, exists, func, literal, select, true, union
 from sqlalchemy import String as SqlString
 
 from provenance import store as prov
@@ -135,18 +135,13 @@ def _time(column: Any, reader: Reader) -> ColumnElement[Any]:
 
 
 def _visible(column: Any, reader: Reader) -> ColumnElement[bool]:
-    return true() if reader.allowed is None else column.in_(reader.allowed)
+    return true() if reader.allowed is None else reader.allowed(column)
 
 
-def _activities(reader: Reader) -> Select[Any]:
-    """The ids of the activities the reader may see."""
-    return select(prov.activities.c.id).where(_visible(prov.activities.c.id, reader))
-
-
-def _described(reader: Reader) -> Select[Any]:
-    """The activity descriptions of activities the reader may see."""
-    acts = prov.activities.c
-    return select(acts.description_id).where(_visible(acts.id, reader))
+def _described(description: Any, reader: Reader) -> ColumnElement[bool]:
+    """Whether an activity the reader may see has this activity description."""
+    a = prov.activities.alias("described")
+    return exists().where(a.c.description_id == description, _visible(a.c.id, reader))
 
 
 def _role_raw(description: Any, kind: str, role: Any) -> ColumnElement[Any]:
@@ -205,9 +200,7 @@ def _agent(r: Reader) -> Select[Any]:
     )
     if r.allowed is not None:
         assoc = prov.associations.c
-        query = query.where(
-            g.id.in_(select(assoc.agent_id).where(assoc.activity_id.in_(_activities(r))))
-        )
+        query = query.where(exists().where(assoc.agent_id == g.id, _visible(assoc.activity_id, r)))
     return query
 
 
@@ -299,7 +292,7 @@ def _activity_description(r: Reader) -> Select[Any]:
         d.description.label("description"),
     )
     if r.allowed is not None:
-        query = query.where(d.id.in_(_described(r)))
+        query = query.where(_described(d.id, r))
     return query
 
 
@@ -315,7 +308,7 @@ def _role_description(table: Any, kind: str) -> Source:
             *_id(_role_raw(d.description_id, kind, d.role), "entitydescription", r),
         )
         if r.allowed is not None:
-            query = query.where(d.description_id.in_(_described(r)))
+            query = query.where(_described(d.description_id, r))
         return query
 
     return source
@@ -336,7 +329,7 @@ def _entity_description(r: Reader) -> Select[Any]:
             d.content_type.label("content_type"),
         )
         if r.allowed is not None:
-            query = query.where(d.description_id.in_(_described(r)))
+            query = query.where(_described(d.description_id, r))
         parts.append(query)
     return select(union(*parts).subquery())
 
@@ -380,7 +373,7 @@ def _parameter_description(r: Reader) -> Select[Any]:
         .group_by(a.description_id, p.name)
     )
     if r.allowed is not None:
-        query = query.where(a.description_id.in_(_described(r)))
+        query = query.where(_described(a.description_id, r))
     return query
 
 
@@ -394,12 +387,15 @@ def _configured(r: Reader) -> Select[Any]:
 
 
 def _context(r: Reader) -> Select[Any]:
-    c, a = prov.contexts.c, prov.activities.c
+    c = prov.contexts.c
     query = select(
         *_id(c.context_id, "id", r), c.key.label("context_key"), c.value.label("context_value")
     )
     if r.allowed is not None:
-        query = query.where(c.context_id.in_(select(a.context_id).where(_visible(a.id, r))))
+        seen = prov.activities.alias("seen")
+        query = query.where(
+            exists().where(seen.c.context_id == c.context_id, _visible(seen.c.id, r))
+        )
     return query
 
 
