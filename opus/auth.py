@@ -187,7 +187,8 @@ def visible_nodes(caller: Caller) -> Allowed | None:
             owned.c.activity_id == activity,
             owned.c.role == "owner",
             owned.c.agent_id.in_(owners),
-            ~exists().where(jobs.c.id == job_of(activity)),
+            # on `owned`, the enclosing query: `activity` would not correlate from here
+            ~exists().where(jobs.c.id == job_of(owned.c.activity_id)),
         )
         return or_(shown, destroyed)
 
