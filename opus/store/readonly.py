@@ -20,6 +20,9 @@ from sqlalchemy.pool import QueuePool
 
 from opus.store.db import Database
 
+# Users' queries a process runs at once (more wait for a connection): each web worker
+# keeps its connections for jobs (opus.store.db.WEB_POOL) apart from these.
+QUERY_POOL = 4
 # SQLite calls the progress handler every this many virtual machine instructions.
 PROGRESS_STEPS = 20_000
 
@@ -45,11 +48,11 @@ class ReadOnlyQueries:
                 "sqlite://",
                 creator=lambda: _sqlite_read_only(str(path)),
                 poolclass=QueuePool,
-                pool_size=4,
-                max_overflow=8,
+                pool_size=QUERY_POOL,
+                max_overflow=0,
             )
-        else:
-            self.engine = db.engine
+        else:  # a pool of its own: long queries never take the connections jobs need
+            self.engine = create_engine(db.url, pool_size=QUERY_POOL, max_overflow=0)
 
     def run(
         self, sql: str, timeout: float, max_rows: int
