@@ -58,20 +58,13 @@ class ReadOnlyQueries:
         self, sql: str, timeout: float, max_rows: int
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """The column names and at most `max_rows` rows of one SELECT, within `timeout` s."""
-        if self.is_sqlite:
-            found: Rows = _off_the_hub(self._run_sqlite, sql, timeout, max_rows)
-            return found
-        raw = self.engine.raw_connection()
+        raw = self.engine.raw_connection()  # the pool's locks are the greenlets' (gevent)
         try:
+            if self.is_sqlite:
+                found: Rows = _off_the_hub(self._sqlite, raw, sql, timeout, max_rows)
+                return found
             rows: Rows = self._postgres(raw, sql, timeout, max_rows)
             return rows
-        finally:
-            raw.close()
-
-    def _run_sqlite(self, sql: str, timeout: float, max_rows: int) -> Any:
-        raw = self.engine.raw_connection()
-        try:
-            return self._sqlite(raw, sql, timeout, max_rows)
         finally:
             raw.close()
 
