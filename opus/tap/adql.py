@@ -484,7 +484,7 @@ def _tables(
         found = _find_table(schema, name, uploads)
         if isinstance(found, UploadTable):
             placeholder = sources.add([_upload_column(c) for c in found.columns])
-            sources.sql[placeholder] = _upload_sql(found, sources.columns[placeholder], reader)
+            sources.sql[placeholder] = _values_sql(sources.columns[placeholder], found.rows, reader)
         elif found.source is not None:
             placeholder = sources.add(found.columns)
             sources.compiled(placeholder, found.source(reader), reader)
@@ -532,10 +532,6 @@ def _upload_column(column: Column) -> TapColumn:
         arraysize=column.arraysize,
         xtype=column.xtype,
     )
-
-
-def _upload_sql(table: UploadTable, columns: Sequence[TapColumn], reader: Reader) -> str:
-    return _values_sql(columns, table.rows, reader)
 
 
 def _sql_type(column: TapColumn) -> str:

@@ -11,8 +11,9 @@ tables document and the results' FIELDs are all written from these descriptions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, case, exists, func, literal, select, true, union
@@ -838,13 +839,7 @@ def _flag(value: bool) -> int:
     return 1 if value else 0
 
 
-@dataclass(frozen=True)
-class TapSchemaRows:
-    """The rows of each tap_schema table, from the descriptions above."""
-
-    rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
-
-
+@functools.cache  # the descriptions above do not change: built once, not per query
 def tap_schema_rows() -> dict[str, list[tuple[Any, ...]]]:
     rows: dict[str, list[tuple[Any, ...]]] = {
         "schemas": [(n, u, d, i) for i, (n, d, u) in enumerate(SCHEMAS)],
