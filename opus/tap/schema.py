@@ -405,6 +405,38 @@ def _v(name: str) -> str:
 
 
 ROLE = "the role it played"
+
+
+def _role_table(
+    name: str, model: str, what: str, role_text: str, table: Any, kind: str
+) -> TapTable:
+    """A UsageDescription or GenerationDescription table (the two have the same shape)."""
+    return TapTable(
+        PROVENANCE,
+        name,
+        f"ProvDM {model}: {what}",
+        (
+            ident("id", f"URI of the {_kind_name(model)}", _v(f"{model}.id")),
+            ident(
+                "activityDescription",
+                "its activity description",
+                _v(f"{model}.ActivityDescription"),
+            ),
+            text("role", ROLE, _v(f"{model}.role")),
+            text("description", role_text, _v(f"{model}.description")),
+            text("multiplicity", "how many entities (a number or *)", _v(f"{model}.multiplicity")),
+            ident("entityDescription", "what the entity is", _v(f"{model}.EntityDescription")),
+        ),
+        _role_description(table, kind),
+        _v(model),
+    )
+
+
+def _kind_name(model: str) -> str:
+    """UsageDescription -> usage description."""
+    return model.removesuffix("Description").lower() + " description"
+
+
 PROVENANCE_TABLES: tuple[TapTable, ...] = (
     TapTable(
         PROVENANCE,
@@ -564,57 +596,21 @@ PROVENANCE_TABLES: tuple[TapTable, ...] = (
         _activity_description,
         _v("ActivityDescription"),
     ),
-    TapTable(
-        PROVENANCE,
+    _role_table(
         "usagedescription",
-        "ProvDM UsageDescription: a role an activity description uses entities in",
-        (
-            ident("id", "URI of the usage description", _v("UsageDescription.id")),
-            ident(
-                "activityDescription",
-                "its activity description",
-                _v("UsageDescription.ActivityDescription"),
-            ),
-            text("role", ROLE, _v("UsageDescription.role")),
-            text("description", "what the entity is for", _v("UsageDescription.description")),
-            text(
-                "multiplicity",
-                "how many entities (a number or *)",
-                _v("UsageDescription.multiplicity"),
-            ),
-            ident(
-                "entityDescription", "what the entity is", _v("UsageDescription.EntityDescription")
-            ),
-        ),
-        _role_description(prov.usage_descriptions, "used"),
-        _v("UsageDescription"),
+        "UsageDescription",
+        "a role an activity description uses entities in",
+        "what the entity is for",
+        prov.usage_descriptions,
+        "used",
     ),
-    TapTable(
-        PROVENANCE,
+    _role_table(
         "generationdescription",
-        "ProvDM GenerationDescription: a role an activity description generates entities in",
-        (
-            ident("id", "URI of the generation description", _v("GenerationDescription.id")),
-            ident(
-                "activityDescription",
-                "its activity description",
-                _v("GenerationDescription.ActivityDescription"),
-            ),
-            text("role", ROLE, _v("GenerationDescription.role")),
-            text("description", "what the entity is", _v("GenerationDescription.description")),
-            text(
-                "multiplicity",
-                "how many entities (a number or *)",
-                _v("GenerationDescription.multiplicity"),
-            ),
-            ident(
-                "entityDescription",
-                "what the entity is",
-                _v("GenerationDescription.EntityDescription"),
-            ),
-        ),
-        _role_description(prov.generation_descriptions, "generated"),
-        _v("GenerationDescription"),
+        "GenerationDescription",
+        "a role an activity description generates entities in",
+        "what the entity is",
+        prov.generation_descriptions,
+        "generated",
     ),
     TapTable(
         PROVENANCE,
