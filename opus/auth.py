@@ -184,6 +184,7 @@ def visible_nodes(caller: Caller) -> Allowed | None:
             return shown
         owned = prov.associations.alias("owned")
         destroyed = exists().where(
+            is_job,  # a one-time filter: an entity's id is not looked up
             owned.c.activity_id == activity,
             owned.c.role == "owner",
             owned.c.agent_id.in_(owners),

@@ -7,7 +7,9 @@ Knows nothing of HTTP. A sync query and an async job (`opus.tap.jobs`) run the s
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -22,7 +24,7 @@ from opus.ids import namespace_uri, public_base, qualified_name
 from opus.store.db import Database
 from opus.store.files import TooLarge
 from opus.store.readonly import QueryFailed, QueryTimeout, ReadOnlyQueries
-from opus.tap.adql import AdqlError, translate
+from opus.tap.adql import AdqlError, Translation, translate
 from opus.tap.results import Column, error_document, resolve_format, write_result
 from opus.tap.schema import Reader
 from opus.tap.upload import UploadError, UploadTable, parse_upload_list, read_upload
@@ -40,6 +42,9 @@ TAP_PARAMETERS = (
     "UPLOAD",
 )
 MAX_UPLOADS = 8
+# Translations kept per process: parsing, checking and compiling the views costs 5-15 ms,
+# while clients (TOPCAT, scripts polling) send the same few queries again and again
+TRANSLATIONS_KEPT = 512
 
 
 class TapError(Exception):
@@ -103,6 +108,8 @@ class TapService:
         self.settings = settings
         self.db = db
         self.queries = ReadOnlyQueries(db)
+        self._translations: OrderedDict[tuple[Any, ...], Translation] = OrderedDict()
+        self._lock = threading.Lock()
 
     def base(self, request_base: str) -> str:
         """The public base URL: the setting, else what the request shows."""
@@ -158,18 +165,7 @@ class TapService:
         timeout: float,
     ) -> bytes:
         """The result document of a query (TapError for a query that cannot run)."""
-        reader = self.reader(caller, base)
-        try:
-            translation = translate(
-                request.query,
-                reader,
-                uploads=uploads,
-                maxrec=request.maxrec,
-                max_depth=self.settings.tap_max_depth,
-                qname=lambda given: qualified_name(given, base),
-            )
-        except AdqlError as exc:
-            raise TapError(str(exc)) from None
+        translation = self.translation(caller, request, uploads, base)
         try:
             names, rows = self.queries.run(translation.sql, timeout, translation.limit)
         except QueryTimeout:
@@ -189,6 +185,45 @@ class TapService:
             overflow=overflow,
             query=request.query,
         )
+
+    def translation(
+        self, caller: Caller, request: TapRequest, uploads: Mapping[str, UploadTable], base: str
+    ) -> Translation:
+        """The query's SQL for this caller, kept for the next identical query (one without
+        uploads: theirs hold the uploaded rows). The key holds what the SQL depends on:
+        the text, MAXREC, the base URL and what of the caller the visibility rule reads."""
+        key = (
+            request.query,
+            request.maxrec,
+            base,
+            caller.name,
+            caller.groups,
+            caller.admin,
+            caller.anonymous_public,
+        )
+        if not uploads:
+            with self._lock:
+                kept = self._translations.get(key)
+                if kept is not None:
+                    self._translations.move_to_end(key)
+                    return kept
+        try:
+            translation = translate(
+                request.query,
+                self.reader(caller, base),
+                uploads=uploads,
+                maxrec=request.maxrec,
+                max_depth=self.settings.tap_max_depth,
+                qname=lambda given: qualified_name(given, base),
+            )
+        except AdqlError as exc:
+            raise TapError(str(exc)) from None
+        if not uploads:
+            with self._lock:
+                self._translations[key] = translation
+                while len(self._translations) > TRANSLATIONS_KEPT:
+                    self._translations.popitem(last=False)
+        return translation
 
     def newest(self, caller: Caller, base: str) -> tuple[str | None, str | None]:
         """The URIs of the newest entity and activity the caller may see (for examples)."""
