@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     tap_max_depth: int = Field(
         default=1000, ge=1, description="hops at most of the ADQL lineage functions"
     )
+    real_data: str = Field(
+        default="",
+        description="the folder of the real data the science definitions read (ZTF alerts, "
+        "H.E.S.S. DL3, TiDES); empty: ../shared/data beside the checkout, when it exists",
+    )
+    staging_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of the database t3_select_export stages targets in; "
+        "empty: staging.sqlite in data_dir",
+    )
     executor_processes: int = Field(default=0, ge=0, description="0 means one per CPU")
     sweep_interval: float = Field(default=60.0, gt=0, description="destruction sweep period, s")
     server: str = Field(
@@ -111,6 +121,18 @@ class Settings(BaseSettings):
     def jobdef_dirs(self) -> list[Path]:
         extra = [Path(p).expanduser() for p in self.jobdef_path.split(":") if p.strip()]
         return [SHIPPED_JOBDEFS, *extra]
+
+    @property
+    def real_data_dir(self) -> Path | None:
+        """Where the science definitions find their data (None: nowhere)."""
+        if self.real_data:
+            return Path(self.real_data).expanduser().resolve()
+        beside = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+        return beside if beside.is_dir() else None
+
+    @property
+    def staging_db_url(self) -> str:
+        return self.staging_url or f"sqlite:///{self.data_dir / 'staging.sqlite'}"
 
     @property
     def jobs_dir(self) -> Path:

@@ -26,6 +26,20 @@ SPOOL_IN_MEMORY = 1 << 20  # a chunked body larger than this is spooled to a tem
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
+# bottle's multipart parser keeps each part under MEMFILE_MAX (100 KiB) in memory and
+# refuses a form once those parts add up to MEMFILE_MAX: five alerts of 66 KiB were a
+# 400 "Memory limit reached". Parts stay in memory up to the same size each, but may add
+# up to this (the body itself is bounded by OPUS_MAX_UPLOAD_BYTES before it is read).
+FORM_MEMORY = 64 << 20
+
+
+class _MultipartParser(bottle._MultipartParser):  # type: ignore[misc]
+    def __init__(self, *args: Any, mem_limit: int, **kwargs: Any) -> None:
+        super().__init__(*args, mem_limit=max(mem_limit, FORM_MEMORY), **kwargs)
+
+
+bottle._MultipartParser = _MultipartParser
+
 
 def router(app: bottle.Bottle) -> Callable[..., Callable[[Handler], Handler]]:
     """app.route with types: bottle has no annotations."""

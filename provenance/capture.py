@@ -284,10 +284,14 @@ def record(
         dict(entity_id=e.id, activity_id=activity.id, role=role, time=e.generated_at)
         for e, role in activity.generated
     ]
+    pairs = (
+        [(g.id, u.id) for g, _ in activity.generated for u, _ in activity.used]
+        if activity.derivations is None
+        else activity.derivations
+    )
     derivations = [
-        dict(generated_id=g.id, used_id=u.id, activity_id=activity.id)
-        for g, _ in activity.generated
-        for u, _ in activity.used
+        dict(generated_id=generated, used_id=used, activity_id=activity.id)
+        for generated, used in pairs
     ]
     associations = [
         dict(activity_id=activity.id, agent_id=a.id, role=role) for a, role in activity.agents

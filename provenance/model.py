@@ -113,3 +113,6 @@ class Activity:
     generated: list[tuple[Entity, str]] = field(default_factory=list)
     agents: list[tuple[Agent, str]] = field(default_factory=list)  # (agent, role)
     context: dict[str, str] = field(default_factory=dict)
+    # (generated id, used id) pairs: which output came from which input, where the activity
+    # knows; None: every generated entity derived from every used one
+    derivations: list[tuple[str, str]] | None = None

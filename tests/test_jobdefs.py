@@ -107,7 +107,7 @@ def test_definition_files_are_valid_votables() -> None:
             "definition",
             "declared twice",
         ),
-        ("", "", "", "execution", "exactly one of script, command, callable or service"),
+        ("", "", "", "execution", "exactly one of script, command, callable, service or pipeline"),
         (
             "",
             SCRIPT + '<PARAM name="callable" value="m:f" arraysize="*" datatype="char"/>',
@@ -141,7 +141,7 @@ def test_definition_files_are_valid_votables() -> None:
             "",
             SCRIPT + '<PARAM name="retryOnWorkerLoss" value="twice" datatype="boolean"/>',
             "",
-            "retry_on_worker_loss",
+            "retryOnWorkerLoss",
             "valid boolean",
         ),
     ],

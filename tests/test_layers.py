@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"provenance"},
     {"opus", "opus.config", "opus.errors", "opus.ids", "opus.timeutil", "opus.phases", "opus.vosi"},
     {"opus.extras"},  # optional libraries
+    {"opus.units"},  # the science definitions' callables: run in a job's process, know no server
     {"opus.store", "opus.jobdefs"},
     {"opus.auth"},
     {"opus.accounts"},  # managing identities (the CLI, the web's token page)

@@ -347,7 +347,9 @@ def assert_first_release_intact(db: Database) -> None:
     with db.read() as conn:
         for job in JOBS:
             found = jobs.get_job(conn, job["id"])
-            assert found is not None and dataclasses.asdict(found) == job
+            # columns added since are empty for a job of the first release
+            assert found is not None
+            assert dataclasses.asdict(found) == job | {"parent_id": None, "reuse_key": None}
         assert jobs.get_parameters(conn, JOB_A) == [
             jobs.ParameterValue("band", "g", False),
             jobs.ParameterValue("band", "r", False),

@@ -2,10 +2,13 @@
 
 Usage: python -m opus.execution.call CALL_JSON — the runner writes the file
 with the callable ("module:function"), its keyword arguments (typed parameter
-values, input file names, result file names) and the definition's folder,
-which is put on sys.path so that a definition can ship its module beside it.
-A callable that takes a `data_rights` keyword (or **kwargs) and has no parameter of
-that name gets the data rights of the job's owner, a list of names.
+values, input file names, result file names), what the server gives (`server`:
+data_rights, the owner's data rights; real_data, the folder of the shipped data;
+staging_url, the staging database), where a unit writes its manifest, and the
+definition's folder, which is put on
+sys.path so that a definition can ship its module beside it. A server value is
+passed only to a callable that declares a keyword of its name (or **kwargs) and has
+no parameter of that name.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import importlib
 import inspect
 import json
 import sys
+from pathlib import Path
 from typing import Any
+
+from opus.units import manifest
 
 
 def main(path: str) -> None:
@@ -26,9 +32,12 @@ def main(path: str) -> None:
     target: Any = importlib.import_module(module_name)
     for part in attribute.split("."):
         target = getattr(target, part)
+    if spec.get("manifest"):
+        manifest.TARGET = Path(spec["manifest"])
     kwargs = dict(spec["kwargs"])
-    if "data_rights" not in kwargs and _takes(target, "data_rights"):
-        kwargs["data_rights"] = list(spec.get("data_rights", []))
+    for name, value in spec.get("server", {}).items():
+        if name not in kwargs and _takes(target, name):
+            kwargs[name] = value
     target(**kwargs)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from opus import __version__
 from opus.ids import entity_qname, job_qname, local_name, user_qname
 from opus.jobdefs.model import JobDefinition
 from opus.store import jobs as store
+from opus.units.manifest import Manifest
 from provenance import capture
 from provenance.model import (
     Activity,
@@ -20,7 +22,7 @@ from provenance.model import (
 )
 
 
-def _entity(row: store.EntityRecord) -> Entity:
+def entity_of(row: store.EntityRecord) -> Entity:
     return Entity(
         id=entity_qname(row.id),
         name=row.file_name,
@@ -54,9 +56,11 @@ def job_activity(
     worker: str,
     container: str = "",
     rights: list[str] | None = None,
+    told: Told | None = None,
 ) -> Activity:
     """The job as an activity; `rights` are the data rights it ran with (None: an
-    anonymous job, which has none), recorded in its context."""
+    anonymous job, which has none), recorded in its context; `told`, what its unit's
+    manifest and the server add (reference files, derivations, counts, context)."""
     agents = [
         (Agent(user_qname(job.owner), "Person", job.owner or "anonymous"), "owner"),
         (
@@ -122,6 +126,9 @@ def job_activity(
         ),
     )
     code = str(Path(jobdef.source).parent) if jobdef.source else None
+    told = told or Told()
+    context = _context(worker, code, container, rights) | told.context
+    comment = "; ".join(filter(None, [message, *told.comments])) or None
     return Activity(
         id=job_qname(job.id),
         name=(jobdef.name + (f" ({job.run_id})" if job.run_id else ""))[:256],
@@ -129,10 +136,78 @@ def job_activity(
         start_time=job.start_time,
         end_time=end_time,
         status=status,
-        comment=message,
+        comment=comment,
         parameters=recorded,
-        used=[(_entity(e), role) for role, e in inputs],
-        generated=[(_entity(r), r.role) for r in results],
+        used=[(entity_of(e), role) for role, e in inputs] + told.used,
+        generated=[(entity_of(r), r.role) for r in results],
         agents=agents,
-        context=_context(worker, code, container, rights),
+        context=context,
+        derivations=told.derivations(inputs, results),
     )
+
+
+@dataclass
+class Told:
+    """What provenance cannot see from the job's inputs and results alone: entities used
+    beyond its inputs (reference files, the results of a reused job or of its chunks), which
+    result came from which input (result file name -> input file names or used ids), and
+    words for its comment and context."""
+
+    used: list[tuple[Entity, str]] = field(default_factory=list)
+    sources: dict[str, list[str]] = field(default_factory=dict)  # result file -> sources
+    names: dict[str, str] = field(default_factory=dict)  # source name -> entity qname
+    comments: list[str] = field(default_factory=list)
+    context: dict[str, str] = field(default_factory=dict)
+
+    def derivations(
+        self, inputs: list[tuple[str, store.EntityRecord]], results: list[store.EntityRecord]
+    ) -> list[tuple[str, str]] | None:
+        """Each result from what it was made of: as told, else from every input and every
+        entity used beyond them; None when nothing was told (every result from every input)."""
+        if not self.sources and not self.used:
+            return None
+        everything = [entity_qname(e.id) for _, e in inputs] + [e.id for e, _ in self.used]
+        pairs: list[tuple[str, str]] = []
+        for result in results:
+            told = self.sources.get(result.name) or self.sources.get(result.file_name)
+            sources = [self.names[s] for s in told or [] if s in self.names] or everything
+            pairs += [(entity_qname(result.id), source) for source in sources]
+        return pairs
+
+
+def told_by(
+    manifest: Manifest,
+    inputs: list[tuple[str, store.EntityRecord]],
+    input_files: dict[str, list[str]],
+    result_files: dict[str, str],
+) -> Told:
+    """A unit's manifest as provenance: its reference files as entities (their id from the
+    checksum, so that every job reading a file names the same entity), its derivations
+    on the job's own entity ids. `result_files`: result file name (as the unit wrote it)
+    -> the result's name."""
+    told = Told(context={f"unit:{k}": v for k, v in manifest.context.items()})
+    names: dict[str, str] = {}
+    placed = {role: iter(files) for role, files in input_files.items()}
+    for role, record in inputs:
+        name = next(placed.get(role, iter(())), None)
+        if name is not None:
+            names[name] = entity_qname(record.id)
+    for used in manifest.used:
+        local = f"ref_{used.sha256[:24]}" + (f"_{local_name(used.hdu)}" if used.hdu else "")
+        entity = Entity(
+            id=f"opus:{local}",
+            name=used.path + (f"[{used.hdu}]" if used.hdu else ""),
+            content_type=used.content_type,
+            size=used.size,
+            sha256=used.sha256,
+            kind="reference",
+        )
+        told.used.append((entity, used.role))
+        names[used.path] = entity.id
+    told.names = names
+    told.sources = {result_files.get(k, k): v for k, v in manifest.derivations.items()}
+    told.comments = [
+        f"{name}: {count.value}" + (f" ({count.why})" if count.why else "")
+        for name, count in manifest.counts.items()
+    ]
+    return told

@@ -20,13 +20,15 @@ from pathlib import Path
 from sqlalchemy.exc import OperationalError
 
 from opus.config import Settings
-from opus.execution import service_call, workspace
+from opus.execution import children, reuse, service_call, workspace
+from opus.execution.dispatch import Dispatcher, make_dispatcher
 from opus.execution.failures import JobFailure, Shutdown
 from opus.execution.notify import Notifier
 from opus.execution.process import run_process
-from opus.execution.recording import job_activity
+from opus.execution.recording import Told, entity_of, job_activity, told_by
 from opus.execution.results import collect_results
 from opus.execution.service_call import ServiceJob
+from opus.ids import job_qname
 from opus.jobdefs.model import JobDefinition
 from opus.jobdefs.params import xml_safe
 from opus.jobdefs.registry import Registry
@@ -35,6 +37,7 @@ from opus.store import jobs as store
 from opus.store import users as accounts
 from opus.store.db import Database
 from opus.timeutil import utcnow
+from opus.units import manifest
 from provenance.capture import record
 
 __all__ = ["HEARTBEAT_INTERVAL", "JobFailure", "RunnerContext", "Shutdown", "lost_job", "run_job"]
@@ -57,6 +60,14 @@ class RunnerContext:
     # told the process group of each job's process (the embedded executor kills it if the
     # runner dies: a job's processes run in a session of their own and would outlive it)
     on_process_started: Callable[[int], None] | None = None
+    dispatcher: Dispatcher | None = None  # for the jobs a job makes (made when first needed)
+
+    def submit(self, job_ids: list[str]) -> None:
+        if job_ids and self.dispatcher is None:
+            self.dispatcher = make_dispatcher(self.settings, self.db)
+        for job_id in job_ids:
+            assert self.dispatcher is not None
+            self.dispatcher.submit(job_id)
 
     @property
     def worker_name(self) -> str:
@@ -95,6 +106,8 @@ class _Run:
     inputs: list[tuple[str, store.EntityRecord]]
     rights: list[str] | None  # the owner's data rights (None: an anonymous job)
     jobdef: JobDefinition | None = None
+    reuse_key: str | None = None  # of a deterministic definition's job
+    parent_jobdef: str | None = None  # the definition of the job that made this one
 
     @property
     def job_id(self) -> str:
@@ -118,6 +131,9 @@ def run_job(ctx: RunnerContext, job_id: str) -> str | None:
             store.get_inputs(conn, job_id) if uses else [],
             accounts.rights_of(conn, job.owner) if job.owner else None,
         )
+        if job.parent_id is not None:
+            parent = store.get_job(conn, job.parent_id)
+            run.parent_jobdef = parent.jobdef if parent else None
     ctx.notifier.publish(job_id)
     try:
         phase = _execute(ctx, run)
@@ -151,6 +167,7 @@ def _finish(
     results: list[store.EntityRecord] | None = None,
     error_message: str | None = None,
     error_type: str | None = None,
+    told: Told | None = None,
 ) -> str:
     """End the job in `phase` with its results and its provenance, in one transaction.
 
@@ -164,7 +181,7 @@ def _finish(
     tries = 0
     while True:
         try:
-            return _finish_once(ctx, run, phase, results, error_message, error_type)
+            ended = _finish_once(ctx, run, phase, results, error_message, error_type, told)
         except OperationalError as exc:
             if time.monotonic() > give_up:
                 raise
@@ -172,6 +189,10 @@ def _finish(
                 log.warning("job %s: database unavailable, trying again: %s", run.job_id, exc.orig)
             tries += 1
             time.sleep(FINISH_RETRY_INTERVAL)
+            continue
+        if run.job.parent_id is not None:
+            _advance(ctx, run.job.parent_id)
+        return ended
 
 
 def _finish_once(
@@ -181,12 +202,15 @@ def _finish_once(
     results: list[store.EntityRecord] | None,
     error_message: str | None,
     error_type: str | None,
+    told: Told | None,
 ) -> str:
     now = utcnow()
     with ctx.db.write() as conn:
         moved = phase != Phase.ABORTED and store.finish(
             conn, run.job_id, phase, now, error_message, error_type
         )
+        if moved and phase == Phase.COMPLETED and run.reuse_key:
+            store.set_reuse_key(conn, run.job_id, run.reuse_key)
         kept = results if moved and results else []
         current = phase if moved else (store.get_phase(conn, run.job_id) or ("", "gone"))[1]
         # A service's job (a TAP query) reads the provenance store: were it recorded
@@ -207,6 +231,7 @@ def _finish_once(
                 ctx.worker_name,
                 ctx.settings.container_image_id,
                 run.rights,
+                told,
             )
             rows = [vars(e) for e in kept]
             record(conn, activity, also=[(store.entities, rows)])  # in the same batch
@@ -236,8 +261,23 @@ def _execute(ctx: RunnerContext, run: _Run) -> str:
     deadline = time.monotonic() + job.execution_duration
     if jobdef.execution.service is not None:
         return _serve(ctx, run, jobdef.execution.service, values, input_files, workdir, deadline)
+    if jobdef.deterministic:
+        run.reuse_key = reuse.reuse_key(jobdef, values, inputs, run.rights)
+        if not reuse.wants_rerun(values):
+            reused = _reuse(ctx, run, jobdef, workdir)
+            if reused is not None:
+                return reused
+    if jobdef.execution.pipeline is not None or children.chunks_of(
+        jobdef, run.parent_jobdef, [e for role, e in inputs if role == jobdef.chunk_role]
+    ):
+        return _start_children(ctx, run, jobdef)
     env = workspace.environment(ctx.settings, jobdef, values, input_files, run_root, run.rights)
-    argv = workspace.argv(jobdef, values, input_files, env, run_root, run.rights)
+    server = {
+        "data_rights": run.rights or [],
+        "real_data": str(ctx.settings.real_data_dir or ""),
+        "staging_url": ctx.settings.staging_db_url,
+    }
+    argv = workspace.argv(jobdef, input_files, env, run_root, server)
     outcome = run_process(
         argv, env, workdir, run_root, deadline, _watcher(ctx, job_id), ctx.on_process_started
     )
@@ -248,7 +288,119 @@ def _execute(ctx: RunnerContext, run: _Run) -> str:
             f"the job ran past its execution duration of {job.execution_duration} s and was stopped"
         )
     results = collect_results(ctx.settings, jobdef, job_id, workdir)
-    return _finish(ctx, run, Phase.COMPLETED, results=results)
+    told = told_by(
+        manifest.read(run_root / workspace.MANIFEST_NAME),
+        inputs,
+        input_files,
+        _result_files(jobdef, results),
+    )
+    return _finish(ctx, run, Phase.COMPLETED, results=results, told=told)
+
+
+def _result_files(jobdef: JobDefinition, results: list[store.EntityRecord]) -> dict[str, str]:
+    """Each result's file name as the job wrote it (relative to its folder) -> its name."""
+    fixed = {g.name: g.file_name for g in jobdef.generated if not g.is_pattern}
+    return {fixed.get(r.name, r.name): r.name for r in results}
+
+
+def _reuse(ctx: RunnerContext, run: _Run, jobdef: JobDefinition, workdir: Path) -> str | None:
+    """End the job with an identical earlier job's results, if there is one."""
+    assert run.reuse_key is not None
+    with ctx.db.read() as conn:
+        earlier = store.reusable(conn, run.reuse_key, run.job.owner, run.job_id)
+        earlier_results = store.get_results(conn, earlier.id) if earlier else []
+    if earlier is None or not all(
+        (ctx.settings.data_dir / e.path).is_file() for e in earlier_results
+    ):
+        return None
+    placed = reuse.place_reused(ctx.settings, jobdef, earlier_results, workdir)
+    results = collect_results(ctx.settings, jobdef, run.job_id, workdir)
+    told = Told(
+        used=[(entity_of(e), f"reused_{e.role}") for e in earlier_results],
+        sources={
+            name: [placed[f]] for f, name in _result_files(jobdef, results).items() if f in placed
+        },
+        names={q: q for q in placed.values()},
+        comments=[reuse.reuse_note(earlier)],
+        context={"reused_from": job_qname(earlier.id)},
+    )
+    return _finish(ctx, run, Phase.COMPLETED, results=results, told=told)
+
+
+def _start_children(ctx: RunnerContext, run: _Run, jobdef: JobDefinition) -> str:
+    """Queue the job's chunks or its pipeline's first step; it waits without a runner."""
+    with ctx.db.write() as conn:
+        if jobdef.execution.pipeline is not None:
+            started = children.start_step(
+                conn, jobdef, run.job, run.parameters, run.inputs, [], lambda j: []
+            )
+            made = [started] if started else []
+        else:
+            made = children.fan_out(conn, jobdef, run.job, run.parameters, run.inputs)
+    ctx.submit(made)
+    ctx.notifier.publish(run.job_id)
+    return Phase.EXECUTING
+
+
+def _advance(ctx: RunnerContext, parent_id: str) -> None:
+    """A child of `parent_id` has ended: queue the next step, or end the parent once all
+    its children have (one runner does this, however many children end at once)."""
+    with ctx.db.write() as conn:
+        parent = store.take_waiting(conn, parent_id, ctx.worker_name)
+        if parent is None:
+            return
+        kids = store.children(conn, parent_id)
+        jobdef = ctx.registry.get(parent.jobdef)
+        if not children.all_final(kids):
+            store.wait_for_children(conn, parent_id)
+            return
+        run = _Run(
+            parent,
+            store.get_parameters(conn, parent_id),
+            store.get_inputs(conn, parent_id),
+            accounts.rights_of(conn, parent.owner) if parent.owner else None,
+            jobdef,
+        )
+        if jobdef is not None and jobdef.deterministic:
+            values = {p.name: p.value for p in run.parameters}
+            run.reuse_key = reuse.reuse_key(jobdef, values, run.inputs, run.rights)
+        failed = children.failed_child(kids)
+        started = None
+        if failed is None and jobdef is not None and jobdef.execution.pipeline is not None:
+            started = children.start_step(
+                conn,
+                jobdef,
+                parent,
+                run.parameters,
+                run.inputs,
+                kids,
+                lambda j: store.get_results(conn, j),
+            )
+        results = {k.id: store.get_results(conn, k.id) for k in kids}
+    if started is not None:
+        ctx.submit([started])
+        return
+    if jobdef is None:
+        _finish(ctx, run, Phase.ERROR, error_message=f"job definition {parent.jobdef!r} is gone")
+    elif failed is not None:
+        message = (
+            f"{failed.run_id or failed.id} ended in {failed.phase}: {failed.error_message or ''}"
+        )
+        _finish(ctx, run, Phase.ERROR, error_message=message.rstrip(": "), error_type="fatal")
+    else:
+        try:
+            if jobdef.execution.pipeline is not None:
+                ending = children.last_step_results(
+                    ctx.settings, jobdef, parent_id, kids[-1], results.__getitem__
+                )
+            else:
+                ending = children.merge_chunks(
+                    ctx.settings, jobdef, parent_id, kids, results.__getitem__
+                )
+        except JobFailure as exc:
+            _finish(ctx, run, Phase.ERROR, error_message=str(exc), error_type="fatal")
+            return
+        _finish(ctx, run, ending.phase, results=ending.results, told=ending.told)
 
 
 def _serve(

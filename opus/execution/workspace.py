@@ -20,13 +20,15 @@ from opus.execution.failures import JobFailure
 from opus.execution.fetch import FetchFailed, UnsafeURL, fetch
 from opus.execution.orphans import RUNNER_PID
 from opus.ids import new_id
-from opus.jobdefs.model import JobDefinition
+from opus.jobdefs.model import RERUN, JobDefinition
 from opus.jobdefs.params import python_value
 from opus.store import jobs as store
 from opus.store.db import Database
 from opus.store.files import TooLarge, safe_file_name
 
 DATA_RIGHTS = "OPUS_DATA_RIGHTS"  # a job's owner's data rights, for scripts and commands
+# where a callable writes its manifest (opus.units.manifest), outside the results' folder
+MANIFEST_NAME = "manifest.json"
 
 
 def job_root(settings: Settings, job_id: str) -> Path:
@@ -158,12 +160,13 @@ def environment(
 
 def argv(
     jobdef: JobDefinition,
-    values: dict[str, str],
     input_files: dict[str, list[str]],
     env: dict[str, str],
     root: Path,
-    rights: list[str] | None = None,
+    server: dict[str, Any],
 ) -> list[str]:
+    """The job's process. `server`: what the server gives a callable that declares a
+    keyword of that name (data_rights, real_data, staging_url)."""
     execution = jobdef.execution
     if execution.script is not None:
         # The definition's text as one argument (no file to write): values reach it only
@@ -178,7 +181,8 @@ def argv(
             {
                 "callable": execution.callable,
                 "kwargs": typed_kwargs(jobdef, env, input_files),
-                "data_rights": rights or [],
+                "server": server,
+                "manifest": str(root / MANIFEST_NAME),
                 "path": str(Path(jobdef.source).parent) if jobdef.source else "",
             }
         )
@@ -191,7 +195,7 @@ def typed_kwargs(
 ) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for pdef in jobdef.parameters:
-        if pdef.name in env:
+        if pdef.name in env and pdef.name != RERUN:
             kwargs[pdef.name] = python_value(pdef, env[pdef.name])
     for used in jobdef.used:
         files = input_files.get(used.name, [])

@@ -42,6 +42,9 @@ RESERVED_ENV = frozenset(
         "TERM",
     }
 )
+# The parameter of a deterministic definition that asks for a run, not a reuse (the
+# server's: a callable does not get it)
+RERUN = "rerun"
 # A script runs as `bash -c SCRIPT`: Linux takes at most 128 KiB in one argument.
 MAX_SCRIPT_BYTES = 128 * 1024
 
@@ -126,6 +129,17 @@ class GeneratedDef(_EnvNamed):
         return any(c in self.file_name for c in "*?[")
 
 
+class Step(BaseModel):
+    """One job of a pipeline: a definition, its values (`$name` takes the pipeline's own
+    value of that parameter) and its inputs (`step.result`: a result of an earlier step,
+    by its step's name and the result's role; `$role`: an input of the pipeline)."""
+
+    name: str
+    jobdef: str
+    values: dict[str, str] = Field(default_factory=dict)
+    inputs: dict[str, str] = Field(default_factory=dict)
+
+
 class Execution(BaseModel):
     """What runs: exactly one of a bash script, an argv command, a Python callable (in the
     job's own process), or a service of the server (`module:function` called inside the
@@ -135,13 +149,16 @@ class Execution(BaseModel):
     command: list[str] | None = None
     callable: str | None = None
     service: str | None = None
+    # jobs of other definitions run one after another as this job's children
+    pipeline: list[Step] | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Execution:
-        given = [k for k in ("script", "command", "callable", "service") if getattr(self, k)]
+        kinds = ("script", "command", "callable", "service", "pipeline")
+        given = [k for k in kinds if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(
-                "exactly one of script, command, callable or service must be given"
+                "exactly one of script, command, callable, service or pipeline must be given"
                 f" (found {', '.join(given) or 'none'})"
             )
         script_bytes = len(self.script.encode()) if self.script else 0
@@ -171,6 +188,13 @@ class JobDefinition(BaseModel):
     quote: int | None = Field(default=None, ge=0)  # expected duration, seconds
     # A job whose worker is lost mid-run runs once more (for jobs safe to run twice).
     retry_on_worker_loss: bool = False
+    # Same values and same input checksums give the same results: a job reuses those of an
+    # earlier one (unless its `rerun` is true) instead of running.
+    deterministic: bool = False
+    # Inputs in this role (multiplicity *) are split into chunks of `chunk_size`, each run
+    # as a child job in parallel; the job completes when they have, their results merged.
+    chunk_role: str | None = None
+    chunk_size: int = Field(default=0, ge=0)
     # Only members of these groups may see and run it (empty: everyone).
     groups: list[str] = Field(default_factory=list)
     # The groups a job of it is shared with when its SHARE is not given.
@@ -207,6 +231,24 @@ class JobDefinition(BaseModel):
             if name.lower() in seen:
                 raise ValueError(f"name {name!r} is declared twice")
             seen.add(name.lower())
+        if self.chunk_role is not None:
+            used = self.used_entity(self.chunk_role)
+            if used is None or used.multiplicity != "*" or self.chunk_size < 1:
+                raise ValueError(
+                    f"chunk_role {self.chunk_role!r} must name an input of multiplicity *"
+                    " and chunk_size be 1 or more"
+                )
+        if self.deterministic and self.parameter(RERUN) is None:
+            self.parameters.append(
+                ParameterDef(
+                    name=RERUN,
+                    kind="boolean",
+                    datatype="boolean",
+                    default="false",
+                    description="run again even where an identical earlier job's results"
+                    " could be reused",
+                )
+            )
         return self
 
     def parameter(self, name: str) -> ParameterDef | None:

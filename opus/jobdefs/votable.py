@@ -159,6 +159,11 @@ def _execution(top: dict[str, str]) -> dict[str, Any]:
     for kind in ("callable", "service"):
         if top.get(kind, "").strip():
             execution[kind] = top[kind].strip()
+    if top.get("pipeline", "").strip():
+        steps = json.loads(top["pipeline"])
+        if not isinstance(steps, list):
+            raise ValueError("pipeline must be a JSON array of steps")
+        execution["pipeline"] = steps
     return execution
 
 
@@ -171,11 +176,11 @@ def _int_or_none(text: str | None) -> int | None:
     return int(text) if text not in (None, "") else None
 
 
-def _retry(path: Path, text: str) -> bool:
+def _flag(path: Path, name: str, top: dict[str, str]) -> bool:
     try:
-        return parse_boolean(text)
+        return parse_boolean(top.get(name) or "false")
     except ValueError as exc:
-        raise JobDefError(path, "retry_on_worker_loss", f"{exc}: give a valid boolean") from None
+        raise JobDefError(path, name, f"{exc}: give a valid boolean") from None
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -219,12 +224,15 @@ def _read(path: Path) -> dict[str, Any]:
             )
             or 0,
             quote=_int_or_none(top.get("quote")),
-            retry_on_worker_loss=_retry(path, top.get("retryOnWorkerLoss") or "false"),
+            retry_on_worker_loss=_flag(path, "retryOnWorkerLoss", top),
+            deterministic=_flag(path, "deterministic", top),
+            chunk_role=top.get("chunkRole") or None,
+            chunk_size=_int_or_none(top.get("chunkSize")) or 0,
             groups=_names(top.get("groups", "")),
             share=_names(top.get("share", "")),
             source=str(path),
         )
-        field = "script/command/callable"
+        field = "script/command/callable/pipeline"
         data["execution"] = _execution(top)
         field = "GROUP InputParams"
         data["parameters"] = [

@@ -53,6 +53,8 @@ class JobRecord:
     dispatch_failed: bool
     heartbeat: datetime | None
     attempts: int
+    parent_id: str | None = None
+    reuse_key: str | None = None
 
     @property
     def error(self) -> str | None:
@@ -127,6 +129,7 @@ def new_job(
     destruction: datetime,
     run_id: str | None = None,
     quote: datetime | None = None,
+    parent_id: str | None = None,
 ) -> dict[str, Any]:
     """The row of a job not yet run (the one constructor of a job's row)."""
     return dict(
@@ -147,6 +150,8 @@ def new_job(
         dispatch_failed=False,
         heartbeat=None,
         attempts=0,
+        parent_id=parent_id,
+        reuse_key=None,
     )
 
 
@@ -477,6 +482,7 @@ def stale_executing(conn: Connection, before: datetime) -> list[tuple[str, str]]
         select(jobs.c.id, jobs.c.worker).where(
             jobs.c.phase == Phase.EXECUTING,
             or_(jobs.c.heartbeat.is_(None), jobs.c.heartbeat < before),
+            or_(jobs.c.worker.is_(None), jobs.c.worker != WAITING_FOR_CHILDREN),
         )
     )
     return [(r[0], r[1] or "") for r in rows]
@@ -510,3 +516,61 @@ def delete_job(conn: Connection, job_id: str) -> list[str]:
         conn.execute(delete(entities).where(entities.c.id.in_([r[0] for r in owned])))
     conn.execute(delete(jobs).where(jobs.c.id == job_id))
     return [r[1] for r in owned]
+
+
+# -- jobs made by jobs (chunks, pipeline steps) and reuse ------------------------------------
+
+# The worker of a parent job whose children run: it holds no runner (the sweep of silent
+# runners leaves it alone); the runner ending a child moves it on.
+WAITING_FOR_CHILDREN = "children"
+
+
+def wait_for_children(conn: Connection, job_id: str) -> None:
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.phase == Phase.EXECUTING)
+        .values(worker=WAITING_FOR_CHILDREN, heartbeat=None)
+    )
+
+
+def take_waiting(conn: Connection, job_id: str, worker: str) -> JobRecord | None:
+    """A runner takes a parent waiting for its children, to move it on (one runner does,
+    however many children end at once); None if it is not waiting (any more)."""
+    row = conn.execute(
+        update(jobs)
+        .where(
+            jobs.c.id == job_id,
+            jobs.c.phase == Phase.EXECUTING,
+            jobs.c.worker == WAITING_FOR_CHILDREN,
+        )
+        .values(worker=worker, heartbeat=utcnow())
+        .returning(*jobs.c)
+    ).first()
+    return _job(row) if row else None
+
+
+def children(conn: Connection, parent_id: str) -> list[JobRecord]:
+    rows = conn.execute(
+        select(jobs).where(jobs.c.parent_id == parent_id).order_by(jobs.c.creation_time, jobs.c.id)
+    )
+    return [_job(r) for r in rows]
+
+
+def set_reuse_key(conn: Connection, job_id: str, key: str) -> None:
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(reuse_key=key))
+
+
+def reusable(conn: Connection, key: str, owner: str | None, job_id: str) -> JobRecord | None:
+    """The newest COMPLETED job of the owner that computed `key` (not this one)."""
+    row = conn.execute(
+        select(jobs)
+        .where(
+            jobs.c.reuse_key == key,
+            jobs.c.phase == Phase.COMPLETED,
+            jobs.c.owner.is_(None) if owner is None else jobs.c.owner == owner,
+            jobs.c.id != job_id,
+        )
+        .order_by(jobs.c.end_time.desc())
+        .limit(1)
+    ).first()
+    return _job(row) if row else None

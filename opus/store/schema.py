@@ -38,12 +38,19 @@ class Job(Base):
     dispatch_failed: Mapped[bool] = mapped_column(Boolean, default=False)
     heartbeat: Mapped[datetime | None] = mapped_column(DateTime)  # its runner was alive then
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # times a runner claimed it
+    # the job that made this one as one of its chunks (it completes when they have)
+    parent_id: Mapped[str | None] = mapped_column(String(32))
+    # what a completed deterministic job computed (definition, values, input checksums):
+    # a later job of the same key reuses its results
+    reuse_key: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_jobs_list", "jobdef", "creation_time"),
         Index("ix_jobs_phase", "phase"),
         Index("ix_jobs_destruction", "destruction"),
         Index("ix_jobs_owner", "owner", "phase"),
+        Index("ix_jobs_parent", "parent_id"),
+        Index("ix_jobs_reuse", "reuse_key"),
     )
 
 
