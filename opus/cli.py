@@ -334,6 +334,12 @@ def db_current(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo(args: argparse.Namespace) -> int:
+    from opus.demo import run
+
+    return run(args.url, Path(args.out), args.token, args.user)
+
+
 def parser() -> argparse.ArgumentParser:
     defaults = Settings()
     server = defaults.server
@@ -405,6 +411,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--server", default=server)
     _credentials(p)
     p.set_defaults(func=jobs)
+
+    p = commands.add_parser(
+        "demo", help="run the science definitions on the real data, with their provenance"
+    )
+    p.add_argument("--url", help="a running server (default: start one for the demo)")
+    p.add_argument("--out", default="opus-demo", help="folder the results are written to")
+    _credentials(p)
+    p.set_defaults(func=demo)
 
     add_commands(commands)
     return top

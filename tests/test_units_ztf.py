@@ -29,7 +29,7 @@ from opus.units.alerts import t0_ingest_alerts
 from opus.units.lightcurve import t2_bazin_fit, t2_lightcurve_features
 from opus.units.selection import t3_select_export
 from opus.units.states import t1_combine_states
-from tests.realdata import real_data
+from tests.servers import require_shared
 
 Alert = dict[str, Any]
 BUNDLE = "ztf_public_20180819_mod1000.tar.gz"
@@ -43,7 +43,7 @@ BAND = {1: "g", 2: "r", 3: "i"}
 
 @pytest.fixture
 def ztf() -> Path:
-    return real_data() / "ztf-alerts"
+    return require_shared("data") / "ztf-alerts"
 
 
 def sample_files(ztf: Path) -> list[Path]:
@@ -492,7 +492,7 @@ def ingest_and_combine(files: list[Path], job: Callable[..., dict[str, Any]]) ->
 def test_selection_against_the_yaml_by_hand(
     ztf: Path, job: Callable[..., dict[str, Any]], name: str
 ) -> None:
-    yml = real_data() / "tides" / "tidesSelectionFunctions.yml"
+    yml = require_shared("data") / "tides" / "tidesSelectionFunctions.yml"
     criteria = yaml.safe_load(yml.read_text())[name]
     files = [ztf / BUNDLE, ztf / LONG, *sorted((ztf / "ztf_public_20180601").glob("*.avro"))]
     kept = kept_by_object(files)
@@ -500,7 +500,10 @@ def test_selection_against_the_yaml_by_hand(
     ingest_and_combine(files, job)
 
     manifest = job(
-        t3_select_export, states=state_files(), selection=name, real_data=str(real_data())
+        t3_select_export,
+        states=state_files(),
+        selection=name,
+        real_data=str(require_shared("data")),
     )
 
     rows = read_csv("targets.csv")
@@ -533,19 +536,29 @@ def test_selection_refuses_bad_names_and_paths(
     ingest_and_combine([ztf / LONG], job)
     states = state_files()
     with pytest.raises(ValueError, match="tidesSNZTFSelect") as error:
-        job(t3_select_export, states=states, selection="noSuchSelect", real_data=str(real_data()))
+        job(
+            t3_select_export,
+            states=states,
+            selection="noSuchSelect",
+            real_data=str(require_shared("data")),
+        )
     assert "tidesHostLSSTSelect" in str(error.value)
     with pytest.raises(ValueError, match="outside"):
         job(
             t3_select_export,
             states=states,
             selection_file="../../../etc/passwd",
-            real_data=str(real_data()),
+            real_data=str(require_shared("data")),
         )
     with pytest.raises(ValueError, match="real_data"):
         job(t3_select_export, states=states)
     with pytest.raises(ValueError, match="staging_url"):
-        job(t3_select_export, states=states, real_data=str(real_data()), staging_url="oracle://x/y")
+        job(
+            t3_select_export,
+            states=states,
+            real_data=str(require_shared("data")),
+            staging_url="oracle://x/y",
+        )
 
 
 def staged(url: str) -> list[dict[str, Any]]:
@@ -561,7 +574,7 @@ def check_idempotent_upsert(ztf: Path, job: Callable[..., dict[str, Any]], url: 
     files = [ztf / BUNDLE, ztf / LONG]
     ingest_and_combine(files, job)
     states = state_files()
-    run = {"states": states, "real_data": str(real_data()), "staging_url": url}
+    run = {"states": states, "real_data": str(require_shared("data")), "staging_url": url}
 
     manifest = job(t3_select_export, **run)
     first = staged(url)
@@ -635,7 +648,12 @@ def test_chain_t0_t1_t2_t3(ztf: Path, job: Callable[..., dict[str, Any]], tmp_pa
     t1 = job(t1_combine_states, datapoints=datapoints_files())
     t2 = job(t2_lightcurve_features, states=state_files())
     fits = job(t2_bazin_fit, states=state_files())
-    t3 = job(t3_select_export, states=state_files(), real_data=str(real_data()), staging_url=url)
+    t3 = job(
+        t3_select_export,
+        states=state_files(),
+        real_data=str(require_shared("data")),
+        staging_url=url,
+    )
 
     summary = json.loads(Path("ingest.json").read_text())
     assert count(t0, "alerts") == summary["alerts"] == len(alerts)
