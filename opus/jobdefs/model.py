@@ -195,6 +195,8 @@ class JobDefinition(BaseModel):
     # as a child job in parallel; the job completes when they have, their results merged.
     chunk_role: str | None = None
     chunk_size: int = Field(default=0, ge=0)
+    # Python packages its callable imports (the definition is not served without them)
+    requires: list[str] = Field(default_factory=list)
     # Only members of these groups may see and run it (empty: everyone).
     groups: list[str] = Field(default_factory=list)
     # The groups a job of it is shared with when its SHARE is not given.

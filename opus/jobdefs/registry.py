@@ -1,10 +1,13 @@
 """The job definitions a server serves: every valid file of its definition folders.
 
 An invalid file is reported (path, field, reason) and left out; the others are served.
+So is one whose Python packages (`requires`) are not installed: the science definitions
+without the `[science]` extra are not offered, rather than offered and failing.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +63,15 @@ def load_registry(folders: list[Path]) -> Registry:
             except JobDefError as exc:
                 registry.problems.append(Problem(path, exc.field, exc.reason))
                 log.warning("job definition %s not served: %s", path, exc)
+                continue
+            missing = [m for m in jobdef.requires if importlib.util.find_spec(m) is None]
+            if missing:
+                reason = (
+                    f"needs the Python packages {', '.join(missing)}:"
+                    " pip install 'opus-uws[science]'"
+                )
+                registry.problems.append(Problem(path, "requires", reason))
+                log.warning("job definition %s not served: %s", path, reason)
                 continue
             registry.definitions[jobdef.name] = jobdef
     return registry

@@ -228,6 +228,7 @@ def _read(path: Path) -> dict[str, Any]:
             deterministic=_flag(path, "deterministic", top),
             chunk_role=top.get("chunkRole") or None,
             chunk_size=_int_or_none(top.get("chunkSize")) or 0,
+            requires=_names(top.get("requires", "")),
             groups=_names(top.get("groups", "")),
             share=_names(top.get("share", "")),
             source=str(path),
