@@ -144,6 +144,7 @@ class Sweeper:
             reason = f"worker lost: {worker or 'its worker'} stopped answering"
             if runner.lost_job(self.context, job_id, reason) == Phase.QUEUED:
                 dispatch(self.app, db, job_id)
+        runner.resume_parents(self.context)
 
 
 def dispatch(app: Celery, db: Database, job_id: str, failed_before: bool = False) -> bool:

@@ -181,7 +181,7 @@ def merge_chunks(
         for entity in results_of(kid.id):
             qname = entity_qname(entity.id)
             told.used.append((entity_of(entity), f"chunk_{entity.role}"))
-            told.names[qname] = qname
+            told.names[qname] = [qname]
             generated = next((g for g in jobdef.generated if g.name == entity.role), None)
             if generated is None:
                 continue
@@ -214,7 +214,7 @@ def last_step_results(
             continue
         qname = entity_qname(entity.id)
         told.used.append((entity_of(entity), f"step_{entity.role}"))
-        told.names[qname] = qname
+        told.names[qname] = [qname]
         name = entity.name if generated.is_pattern else generated.file_name
         _append(settings.data_dir / entity.path, workdir / name, True)
         told.sources.setdefault(entity.name if generated.is_pattern else generated.name, []).append(

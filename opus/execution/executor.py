@@ -177,6 +177,7 @@ class Executor:
 
     def sweep(self) -> None:
         destroy_expired(self.settings, self.db, self.context.notifier)
+        runner.resume_parents(self.context)
 
     def serve(self) -> None:
         path = executor_socket(self.settings)

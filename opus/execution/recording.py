@@ -155,7 +155,8 @@ class Told:
 
     used: list[tuple[Entity, str]] = field(default_factory=list)
     sources: dict[str, list[str]] = field(default_factory=dict)  # result file -> sources
-    names: dict[str, str] = field(default_factory=dict)  # source name -> entity qname
+    # source name -> the entities it stands for (a file's several tables: each one read)
+    names: dict[str, list[str]] = field(default_factory=dict)
     comments: list[str] = field(default_factory=list)
     context: dict[str, str] = field(default_factory=dict)
 
@@ -170,7 +171,7 @@ class Told:
         pairs: list[tuple[str, str]] = []
         for result in results:
             told = self.sources.get(result.name) or self.sources.get(result.file_name)
-            sources = [self.names[s] for s in told or [] if s in self.names] or everything
+            sources = [i for s in told or [] for i in self.names.get(s, [])] or everything
             pairs += [(entity_qname(result.id), source) for source in sources]
         return pairs
 
@@ -186,12 +187,12 @@ def told_by(
     on the job's own entity ids. `result_files`: result file name (as the unit wrote it)
     -> the result's name."""
     told = Told(context={f"unit:{k}": v for k, v in manifest.context.items()})
-    names: dict[str, str] = {}
+    names: dict[str, list[str]] = {}
     placed = {role: iter(files) for role, files in input_files.items()}
     for role, record in inputs:
         name = next(placed.get(role, iter(())), None)
         if name is not None:
-            names[name] = entity_qname(record.id)
+            names[name] = [entity_qname(record.id)]
     for used in manifest.used:
         local = f"ref_{used.sha256[:24]}" + (f"_{local_name(used.hdu)}" if used.hdu else "")
         entity = Entity(
@@ -203,7 +204,7 @@ def told_by(
             kind="reference",
         )
         told.used.append((entity, used.role))
-        names[used.path] = entity.id
+        names.setdefault(used.path, []).append(entity.id)
     told.names = names
     told.sources = {result_files.get(k, k): v for k, v in manifest.derivations.items()}
     told.comments = [

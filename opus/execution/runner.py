@@ -40,7 +40,15 @@ from opus.timeutil import utcnow
 from opus.units import manifest
 from provenance.capture import record
 
-__all__ = ["HEARTBEAT_INTERVAL", "JobFailure", "RunnerContext", "Shutdown", "lost_job", "run_job"]
+__all__ = [
+    "HEARTBEAT_INTERVAL",
+    "JobFailure",
+    "RunnerContext",
+    "Shutdown",
+    "lost_job",
+    "resume_parents",
+    "run_job",
+]
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +328,7 @@ def _reuse(ctx: RunnerContext, run: _Run, jobdef: JobDefinition, workdir: Path) 
         sources={
             name: [placed[f]] for f, name in _result_files(jobdef, results).items() if f in placed
         },
-        names={q: q for q in placed.values()},
+        names={q: [q] for q in placed.values()},
         comments=[reuse.reuse_note(earlier)],
         context={"reused_from": job_qname(earlier.id)},
     )
@@ -340,6 +348,15 @@ def _start_children(ctx: RunnerContext, run: _Run, jobdef: JobDefinition) -> str
     ctx.submit(made)
     ctx.notifier.publish(run.job_id)
     return Phase.EXECUTING
+
+
+def resume_parents(ctx: RunnerContext) -> None:
+    """Move on the parents whose children have all ended unnoticed (for the sweeps)."""
+    with ctx.db.read() as conn:
+        stalled = store.stalled_parents(conn)
+    for parent_id in stalled:
+        log.warning("job %s: its children have ended; moving it on", parent_id)
+        _advance(ctx, parent_id)
 
 
 def _advance(ctx: RunnerContext, parent_id: str) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     delete,
+    exists,
     func,
     insert,
     or_,
@@ -22,7 +23,7 @@ from sqlalchemy import (
 )
 
 from opus.ids import new_id
-from opus.phases import ENDINGS, TRANSITIONS, Phase
+from opus.phases import ENDINGS, FINAL, TRANSITIONS, Phase
 from opus.store import schema
 from opus.store.db import Database
 from opus.timeutil import utcnow
@@ -574,3 +575,17 @@ def reusable(conn: Connection, key: str, owner: str | None, job_id: str) -> JobR
         .limit(1)
     ).first()
     return _job(row) if row else None
+
+
+def stalled_parents(conn: Connection) -> list[str]:
+    """Parents still waiting although none of their children is active (the runner that
+    ended the last one died before it moved the parent on)."""
+    child = jobs.alias("child")
+    rows = conn.execute(
+        select(jobs.c.id).where(
+            jobs.c.phase == Phase.EXECUTING,
+            jobs.c.worker == WAITING_FOR_CHILDREN,
+            ~exists().where(child.c.parent_id == jobs.c.id, child.c.phase.not_in(list(FINAL))),
+        )
+    )
+    return [r[0] for r in rows]
