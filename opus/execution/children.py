@@ -174,26 +174,12 @@ def merge_chunks(
 ) -> Ending:
     """The parent's results made from its chunks': a table (CSV, TSV) is their rows under
     one header, a JSON list their items, files of a pattern are gathered."""
-    workdir = job_root(settings, parent_id) / "work"
-    workdir.mkdir(parents=True, exist_ok=True)
-    told = Told()
-    for kid in kids:
-        for entity in results_of(kid.id):
-            qname = entity_qname(entity.id)
-            told.used.append((entity_of(entity), f"chunk_{entity.role}"))
-            told.names[qname] = [qname]
-            generated = next((g for g in jobdef.generated if g.name == entity.role), None)
-            if generated is None:
-                continue
-            name = entity.name if generated.is_pattern else generated.file_name
-            _append(settings.data_dir / entity.path, workdir / name, generated.is_pattern)
-            told.sources.setdefault(entity.name if generated.is_pattern else generated.name, [])
-            told.sources[entity.name if generated.is_pattern else generated.name].append(qname)
-    told.comments.append(
+    found = [e for kid in kids for e in results_of(kid.id)]
+    ending = _gather(settings, jobdef, parent_id, found, "chunk", whole=False)
+    ending.told.comments.append(
         f"merged from {len(kids)} chunks: " + ", ".join(job_qname(k.id) for k in kids)
     )
-    results = collect_results(settings, jobdef, parent_id, workdir)
-    return Ending(Phase.COMPLETED, results, told)
+    return ending
 
 
 def last_step_results(
@@ -204,23 +190,35 @@ def last_step_results(
     results_of: Callable[[str], list[store.EntityRecord]],
 ) -> Ending:
     """The pipeline's results: those of its last step, in the roles the pipeline declares."""
+    return _gather(settings, pipeline, parent_id, results_of(last.id), "step", whole=True)
+
+
+def _gather(
+    settings: Settings,
+    jobdef: JobDefinition,
+    parent_id: str,
+    found: list[store.EntityRecord],
+    kind: str,
+    whole: bool,
+) -> Ending:
+    """The parent's results from its children's (used in roles `<kind>_<role>`), each
+    derived from those it was made of; `whole`: files linked, not merged."""
     workdir = job_root(settings, parent_id) / "work"
     workdir.mkdir(parents=True, exist_ok=True)
     told = Told()
-    declared = {g.name: g for g in pipeline.generated}
-    for entity in results_of(last.id):
+    declared = {g.name: g for g in jobdef.generated}
+    for entity in found:
+        qname = entity_qname(entity.id)
+        told.used.append((entity_of(entity), f"{kind}_{entity.role}"))
+        told.names[qname] = [qname]
         generated = declared.get(entity.role)
         if generated is None:
             continue
-        qname = entity_qname(entity.id)
-        told.used.append((entity_of(entity), f"step_{entity.role}"))
-        told.names[qname] = [qname]
         name = entity.name if generated.is_pattern else generated.file_name
-        _append(settings.data_dir / entity.path, workdir / name, True)
-        told.sources.setdefault(entity.name if generated.is_pattern else generated.name, []).append(
-            qname
-        )
-    results = collect_results(settings, pipeline, parent_id, workdir)
+        _append(settings.data_dir / entity.path, workdir / name, whole or generated.is_pattern)
+        result = entity.name if generated.is_pattern else generated.name
+        told.sources.setdefault(result, []).append(qname)
+    results = collect_results(settings, jobdef, parent_id, workdir)
     return Ending(Phase.COMPLETED, results, told)
 
 

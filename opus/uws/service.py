@@ -380,13 +380,23 @@ class JobService:
     def _abort(self, job: store.JobRecord) -> None:
         if job.phase == Phase.ABORTED:
             return
+        aborted = [job.id]
         with self.db.write() as conn:
             moved = store.abort(conn, job.id, utcnow(), "aborted at the owner's request")
             current = store.get_phase(conn, job.id)
+            # its chunks and pipeline steps (and theirs) go with it
+            parents = [job.id] if moved else []
+            while parents:
+                kids = store.children(conn, parents.pop())
+                for kid in kids:
+                    if store.abort(conn, kid.id, utcnow(), f"its parent job {job.id} was aborted"):
+                        aborted.append(kid.id)
+                parents += [kid.id for kid in kids]
         if not moved:
             phase = current[1] if current else "gone"
             raise Forbidden(f"job {job.id} is {phase}: it can no longer be aborted")
-        self.notifier.publish(job.id)
+        for job_id in aborted:
+            self.notifier.publish(job_id)
 
     # -- limits ----------------------------------------------------------------------------
 
