@@ -97,7 +97,7 @@ BAD_DEFINITIONS: dict[str, tuple[bytes, str, str]] = {
             f'<PARAM name="command" value="{"[" * 100_000}" datatype="char"/>',
             GOOD.replace('name="failing"', 'name="bad_command"'),
         ).encode(),
-        "script/command/callable",
+        "script/command/callable/pipeline",
         "recursion",
     ),
     "laughs_vot.xml": (

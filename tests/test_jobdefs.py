@@ -126,7 +126,7 @@ def test_definition_files_are_valid_votables() -> None:
             "",
             '<PARAM name="command" value="not json" arraysize="*" datatype="char"/>',
             "",
-            "script/command/callable",
+            "script/command/callable/pipeline",
             "",
         ),
         (
