@@ -8,7 +8,8 @@ staging_url, the staging database), where a unit writes its manifest, and the
 definition's folder, which is put on
 sys.path so that a definition can ship its module beside it. A server value is
 passed only to a callable that declares a keyword of its name (or **kwargs) and has
-no parameter of that name.
+no parameter of that name. An exception ends the process with its one-line message
+(the job's error); its traceback is written beside the call file.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import importlib
 import inspect
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,14 @@ def main(path: str) -> None:
     for name, value in spec.get("server", {}).items():
         if name not in kwargs and _takes(target, name):
             kwargs[name] = value
-    target(**kwargs)
+    try:
+        target(**kwargs)
+    except Exception as exc:
+        # The job's message is its error's, in one line (a ValueError names the parameter);
+        # the traceback, with the server's paths, stays in the job's folder for operators.
+        Path(path).with_name("traceback.txt").write_text(traceback.format_exc())
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _takes(function: Any, name: str) -> bool:

@@ -250,7 +250,7 @@ def _append(source: Path, target: Path, whole: bool) -> None:
         if not isinstance(merged, list) or not isinstance(more, list):
             raise JobFailure(f"chunks' {target.name} are not JSON lists: they cannot be merged")
         target.unlink()
-        target.write_text(json.dumps(merged + more))
+        target.write_text(json.dumps(merged + more, indent=1))
     else:
         raise JobFailure(f"chunks' {target.name}: only CSV, TSV and JSON lists are merged")
 

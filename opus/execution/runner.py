@@ -317,14 +317,18 @@ def _reuse(ctx: RunnerContext, run: _Run, jobdef: JobDefinition, workdir: Path) 
     with ctx.db.read() as conn:
         earlier = store.reusable(conn, run.reuse_key, run.job.owner, run.job_id)
         earlier_results = store.get_results(conn, earlier.id) if earlier else []
-    if earlier is None or not all(
-        (ctx.settings.data_dir / e.path).is_file() for e in earlier_results
+        refs = reuse.references(conn, earlier.id) if earlier else []
+    if (
+        earlier is None
+        or not all((ctx.settings.data_dir / e.path).is_file() for e in earlier_results)
+        or not reuse.unchanged(ctx.settings, refs)
     ):
         return None
     placed = reuse.place_reused(ctx.settings, jobdef, earlier_results, workdir)
     results = collect_results(ctx.settings, jobdef, run.job_id, workdir)
     told = Told(
-        used=[(entity_of(e), f"reused_{e.role}") for e in earlier_results],
+        # what the earlier job read from the data folder: a later reuse checks it again
+        used=[(entity_of(e), f"reused_{e.role}") for e in earlier_results] + refs,
         sources={
             name: [placed[f]] for f, name in _result_files(jobdef, results).items() if f in placed
         },
