@@ -21,6 +21,7 @@ from lxml import etree
 from tests.servers import (
     IN_CI,
     POSTGRES,
+    TEST_DATABASE,
     Server,
     drop_test_databases,
     launch,
@@ -34,6 +35,28 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running = launch(tmp_path_factory.mktemp("opus-session"))
     yield running
     running.stop()
+
+
+ANY_DATABASE = "any_database"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{ANY_DATABASE}: the same whatever OPUS_TEST_DATABASE says (no job database in it,"
+        " or both databases in each run): run in the SQLite pass only",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the PostgreSQL pass (OPUS_TEST_DATABASE set) the tests marked any_database are
+    skipped, saying so: they ran in the SQLite pass and would run the same."""
+    if not TEST_DATABASE:
+        return
+    skip = pytest.mark.skip(reason="the same on either database: run in the SQLite pass")
+    for item in items:
+        if item.get_closest_marker(ANY_DATABASE):
+            item.add_marker(skip)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

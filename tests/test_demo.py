@@ -10,9 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from astropy.io import fits
 
 from tests.servers import launch, require_shared
+
+# the demo's client side: what the server does for it is tested on both databases
+pytestmark = pytest.mark.any_database
 
 
 def demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

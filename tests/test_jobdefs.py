@@ -14,6 +14,8 @@ from opus.jobdefs.registry import load_registry
 from opus.jobdefs.votable import JobDefError, load_votable
 from tests.servers import ROOT, TEST_JOBDEFS, have
 
+pytestmark = pytest.mark.any_database  # definition files
+
 SHIPPED = ROOT / "job_definitions"
 
 OPUS_TEMPLATE = """<VOTABLE xmlns="http://www.ivoa.net/xml/VOTable/v1.3" version="1.3">

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.any_database  # the code's structure
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Each unit may import itself and the units of lower layers; never a sibling of its layer

@@ -33,6 +33,8 @@ from provenance import document, query
 from provenance import store as prov_store
 from tests.servers import ROOT
 
+pytestmark = pytest.mark.any_database  # each test runs on SQLite and on PostgreSQL itself
+
 Capture = pytest.CaptureFixture[str]
 IDENTITY_TABLES = {"users", "groups", "memberships", "tokens", "job_shares"}
 

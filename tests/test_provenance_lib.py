@@ -20,6 +20,8 @@ from provenance.model import Activity, ActivityDescription, Agent, Entity, Param
 from provenance.serializers import serialize
 from tests.servers import ROOT
 
+pytestmark = pytest.mark.any_database  # the library, on SQLite and on PostgreSQL itself
+
 NOW = datetime(2026, 1, 1, 12, 0, 0)
 DESCRIPTION = ActivityDescription("ex:step_1", "step", "1", "test")
 

@@ -29,6 +29,8 @@ from opus.units.gammapy_maps import gammapy_maps
 from opus.units.gammapy_spectrum import gammapy_spectrum
 from tests.servers import require_shared
 
+pytestmark = pytest.mark.any_database  # the units run in a folder, without the server
+
 
 def real_data() -> Path:
     """The shared real-data folder (required in CI, a skip elsewhere)."""

@@ -31,6 +31,8 @@ from opus.units.selection import t3_select_export
 from opus.units.states import t1_combine_states
 from tests.servers import require_shared
 
+pytestmark = pytest.mark.any_database  # the units run in a folder, without the server
+
 Alert = dict[str, Any]
 BUNDLE = "ztf_public_20180819_mod1000.tar.gz"
 PARTNER = "ZTF18abxhyqv.tar.gz"
