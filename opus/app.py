@@ -33,6 +33,9 @@ from opus.tap.schema import BY_NAME
 from opus.tap.service import TapService
 from opus.uws import routes as uws_routes
 from opus.uws.service import JobService
+from opus.web import routes as web_routes
+from opus.web.routes import is_web_path, web_caller
+from opus.web.session import COOKIE, Sessions
 
 
 @dataclass
@@ -60,13 +63,23 @@ def create_app(settings: Settings) -> bottle.Bottle:
     app = bottle.Bottle(catchall=True)
     app.install(errors_as_text)
     app.add_hook("before_request", request_guard(settings.max_upload_bytes))
-    app.install(identify(services.identities, OPEN_PATHS))
+    sessions = Sessions(settings)
+    app.install(
+        identify(
+            services.identities,
+            OPEN_PATHS,
+            web_caller(services.identities, sessions),
+            is_web_path,
+            COOKIE,
+        )
+    )
     app.default_error_handler = plain_error_page
     app.config["opus.services"] = services
     uws_routes.install(app, services.jobs, services.settings)
     provenance = ProvenanceService(services.db, settings.public_url)
     provsap_routes.install(app, provenance, services.jobs.job)
     tap_routes.install(app, TapService(settings, services.db), services.jobs, settings)
+    web_routes.install(app, services.jobs, services.identities, sessions, settings)
     _install_service_routes(app, services)
     gc.freeze()  # what exists now lives as long as the process: keep it out of GC scans
     return app

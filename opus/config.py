@@ -78,6 +78,11 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the database t3_select_export stages targets in; "
         "empty: staging.sqlite in data_dir",
     )
+    secret_key: str = Field(
+        default="",
+        description="the key web sessions are signed with; empty: a random one kept in "
+        "data_dir/secret_key",
+    )
     executor_processes: int = Field(default=0, ge=0, description="0 means one per CPU")
     sweep_interval: float = Field(default=60.0, gt=0, description="destruction sweep period, s")
     server: str = Field(

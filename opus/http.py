@@ -60,19 +60,34 @@ def caller() -> Caller:
     return found
 
 
-def identify(identities: Identities, open_paths: frozenset[str]) -> Callable[..., Any]:
-    """A bottle plugin that finds every request's caller before its route runs. The open
-    paths (VOSI availability and capabilities) answer without credentials even where
-    anonymous access is off, so that clients can learn what the server needs."""
+# The caller a web session signs in (path, method, session cookie), if any
+SessionCaller = Callable[[str, str, str | None], Caller | None]
+
+
+def identify(
+    identities: Identities,
+    open_paths: frozenset[str],
+    session: SessionCaller | None = None,
+    pages: Callable[[str], bool] = lambda path: False,
+    cookie: str = "",
+) -> Callable[..., Any]:
+    """A bottle plugin that finds every request's caller before its route runs: from its
+    Authorization header, else from its web session. The open paths (VOSI availability
+    and capabilities) answer without credentials even where anonymous access is off, so
+    that clients can learn what the server needs; so do the web `pages`, which send a
+    visitor to the sign-in page themselves."""
 
     def plugin(callback: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(callback)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            header = bottle.request.get_header("Authorization")
-            if not header and bottle.request.path in open_paths:
-                bottle.request.environ[CALLER] = identities.anonymous
-            else:
-                bottle.request.environ[CALLER] = identities.caller(header)
+            request = bottle.request
+            header = request.get_header("Authorization")
+            found = None
+            if not header and session is not None:
+                found = session(request.path, request.method, request.get_cookie(cookie))
+            if found is None and not header and (request.path in open_paths or pages(request.path)):
+                found = identities.anonymous
+            request.environ[CALLER] = found or identities.caller(header)
             return callback(*args, **kwargs)
 
         return wrapper

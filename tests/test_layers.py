@@ -33,6 +33,7 @@ LAYERS: list[set[str]] = [
     {"opus.execution"},
     {"opus.uws", "opus.provsap"},
     {"opus.tap"},  # TAP: its async jobs are UWS jobs
+    {"opus.web"},  # the web pages, over the services
     {"opus.app", "opus.identity_cli", "opus.demo"},
     {"opus.cli"},
 ]

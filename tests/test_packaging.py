@@ -118,6 +118,11 @@ def test_an_installed_wheel_serves_hello_and_runs_it(installed: Path, tmp_path: 
             assert time.monotonic() < end, f"still {phase}"
         assert phase == Phase.COMPLETED, etree.tostring(doc)
         assert "Ada" in requests.get(f"{job}/results/greeting", timeout=10).text
+        # the web pages come with the wheel: templates and static files are package data
+        home = requests.get(f"{url}/", timeout=10)
+        assert home.status_code == 200 and "<h1>Job definitions</h1>" in home.text
+        assert requests.get(f"{url}/static/opus.css", timeout=10).status_code == 200
+        assert 'id="f-name"' in requests.get(f"{url}/new/hello", timeout=10).text
 
 
 def test_a_setting_that_needs_a_missing_extra_says_which(installed: Path, tmp_path: Path) -> None:

@@ -1,0 +1,246 @@
+"""The web pages' HTTP: sign-in and out, home, submission forms, job list and job pages.
+
+Routes parse the request, call the same services as the REST API and render templates
+(autoescaped: no value reaches a page unescaped). A form that changes something carries
+the session's CSRF token; the session cookie is HttpOnly, SameSite=Lax, and Secure when
+the request came over TLS.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import bottle
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from opus.auth import Caller, Identities
+from opus.config import Settings
+from opus.errors import OpusError, ParameterError, Unauthorized
+from opus.http import base_url, caller, router, see_other
+from opus.jobdefs.model import JobDefinition
+from opus.phases import FINAL
+from opus.timeutil import format_datetime
+from opus.uws.routes import form_fields
+from opus.uws.service import JobService
+from opus.web.forms import form_of
+from opus.web.session import COOKIE, LIFETIME, VISITOR, Sessions
+
+TEMPLATES = Path(str(resources.files("opus.templates")))
+STATIC = Path(str(resources.files("opus.static")))
+HTML = "text/html; charset=utf-8"
+RECENT = 10  # jobs of each definition on the home page
+PAGE = 50  # jobs a page of the job list
+# the paths of the web pages: the session cookie signs a caller in on them (and on GETs)
+WEB_PREFIXES = ("/login", "/logout", "/new/", "/jobs", "/static/")
+
+
+def is_web_path(path: str) -> bool:
+    return path == "/" or path.startswith(WEB_PREFIXES)
+
+
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(["html"]),
+    )
+    env.filters["when"] = lambda value: format_datetime(value) if value else ""
+    env.globals["FINAL"] = sorted(FINAL)
+    return env
+
+
+def install(
+    app: bottle.Bottle,
+    jobs: JobService,
+    identities: Identities,
+    sessions: Sessions,
+    settings: Settings,
+) -> None:
+    route = router(app)
+    env = environment()
+
+    def form_cookie() -> str:
+        """What this browser's CSRF tokens are made from: its session, else (a visitor
+        where anonymous access is on) a random cookie of its own, set here."""
+        found = bottle.request.get_cookie(COOKIE) or bottle.request.get_cookie(VISITOR)
+        if found:
+            return str(found)
+        made = secrets.token_urlsafe(24)
+        bottle.response.set_cookie(
+            VISITOR, made, path="/", httponly=True, samesite="lax", secure=_tls()
+        )
+        return made
+
+    def render(template: str, status: int = 200, **values: Any) -> str:
+        who = caller()
+        csrf = sessions.csrf(form_cookie())
+        bottle.response.status = status
+        bottle.response.content_type = HTML
+        return env.get_template(template).render(
+            user=who.name, csrf=csrf, base=base_url(), **values
+        )
+
+    def signed_in() -> Caller:
+        """The caller; a visitor where anonymous access is off goes to the sign-in page."""
+        who = caller()
+        if who.name is None and not settings.anonymous:
+            target = bottle.request.fullpath
+            raise bottle.HTTPResponse(
+                status=303, headers={"Location": f"/login?next={quote(target)}"}
+            )
+        return who
+
+    def check_csrf() -> None:
+        cookie = bottle.request.get_cookie(COOKIE) or bottle.request.get_cookie(VISITOR)
+        if not sessions.csrf_ok(cookie, bottle.request.forms.get("csrf")):
+            raise bottle.HTTPResponse(
+                "403 Forbidden: the form is out of date (no valid CSRF token): reload the page",
+                status=403,
+                headers={"Content-Type": "text/plain; charset=utf-8"},
+            )
+
+    @route("/static/<name:path>")
+    def static(name: str) -> bottle.HTTPResponse:
+        response: bottle.HTTPResponse = bottle.static_file(name, root=str(STATIC))
+        return response
+
+    @route("/login")
+    def login_page() -> str:
+        return render("login.html", next=_next(), error=None, name="")
+
+    @route("/login", method="POST")
+    def login() -> str:
+        form = bottle.request.forms
+        name, token = (form.get("name") or "").strip(), (form.get("token") or "").strip()
+        try:
+            who = identities.caller(f"Bearer {token}") if token else None
+            if who is None or who.name != name:
+                raise Unauthorized("wrong user name or token")
+        except Unauthorized:
+            return render(
+                "login.html", 401, next=_next(), error="wrong user name or token", name=name
+            )
+        redirect = bottle.HTTPResponse(status=303, headers={"Location": _next()})
+        redirect.set_cookie(
+            COOKIE,
+            sessions.issue(name),
+            path="/",
+            httponly=True,
+            samesite="lax",
+            secure=_tls(),
+            max_age=LIFETIME,
+        )
+        raise redirect
+
+    @route("/logout", method="POST")
+    def logout() -> None:
+        check_csrf()
+        redirect = bottle.HTTPResponse(status=303, headers={"Location": "/"})
+        redirect.delete_cookie(COOKIE, path="/")
+        raise redirect
+
+    @route("/")
+    def home() -> str:
+        who = signed_in()
+        definitions = jobs.jobdefs(who)
+        groups: dict[str, list[Any]] = {}
+        for jobdef in definitions:
+            groups.setdefault(jobdef.type or "other", []).append(jobdef)
+        recent = []
+        if who.name is not None or settings.anonymous:
+            for jobdef in definitions:
+                recent += jobs.list_jobs(who, jobdef.name, [], None, str(RECENT))
+        recent.sort(key=lambda j: j.creation_time, reverse=True)
+        return render("home.html", groups=sorted(groups.items()), recent=recent[:RECENT])
+
+    @route("/new/<name>")
+    def new_job(name: str) -> str:
+        who = signed_in()
+        return render("form.html", form=form_of(jobs.jobdef(who, name)), errors={}, values={})
+
+    @route("/new/<name>", method="POST")
+    def submit(name: str) -> str:
+        who = signed_in()
+        check_csrf()
+        jobdef = jobs.jobdef(who, name)
+        fields, uploads = form_fields()
+        fields = [(k, v) for k, v in fields if k != "csrf" and (v != "" or k == "PHASE")]
+        uploads = [u for u in uploads if u.file_name]
+        fields = _booleans(jobdef, fields)
+        try:
+            job_id = jobs.create(who, name, [*fields, ("PHASE", "RUN")], uploads, base_url())
+        except ParameterError as exc:
+            values = dict(fields)
+            return render(
+                "form.html", 400, form=form_of(jobdef), errors={exc.name: exc.reason}, values=values
+            )
+        raise see_other(f"/jobs/{name}/{job_id}")
+
+    @route("/jobs/<name>/<job_id>")
+    def job_page(name: str, job_id: str) -> str:
+        who = signed_in()
+        view = jobs.get(who, name, job_id)
+        return render(
+            "job.html", view=view, jobdef=jobs.jobdef(who, name), final=view.job.phase in FINAL
+        )
+
+    @route("/jobs")
+    def job_list() -> str:
+        who = signed_in()
+        query = bottle.request.query
+        wanted = query.get("jobdef") or ""
+        phase = query.get("phase") or ""
+        definitions = [d.name for d in jobs.jobdefs(who)]
+        names = [wanted] if wanted in definitions else definitions
+        found = []
+        for jobdef in names:
+            found += jobs.list_jobs(who, jobdef, [phase] if phase else [], None, str(PAGE))
+        found.sort(key=lambda j: j.creation_time, reverse=True)
+        return render(
+            "jobs.html", found=found[:PAGE], definitions=definitions, wanted=wanted, phase=phase
+        )
+
+
+def _tls() -> bool:
+    return bool(bottle.request.urlparts.scheme == "https")
+
+
+def _next() -> str:
+    """Where to go after signing in: a path of this server only."""
+    target = bottle.request.params.get("next") or "/"
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+def _booleans(jobdef: JobDefinition, fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A checkbox sends nothing when unticked: each boolean parameter (the form shows them
+    all) is true when sent, else false."""
+    flags = {p.name for p in jobdef.parameters if p.kind == "boolean"}
+    sent = {k for k, _ in fields}
+    return [(k, v) for k, v in fields if k not in flags] + [
+        (name, "true" if name in sent else "false") for name in sorted(flags)
+    ]
+
+
+def web_caller(
+    identities: Identities, sessions: Sessions
+) -> Callable[[str, str, str | None], Caller | None]:
+    """The caller a session cookie signs in, for `opus.http.identify`: on web pages and on
+    GETs (downloads and previews of results), never on other POSTs (no CSRF through the
+    REST API)."""
+
+    def find(path: str, method: str, cookie: str | None) -> Caller | None:
+        if not cookie or not (is_web_path(path) or method in ("GET", "HEAD")):
+            return None
+        user = sessions.user(cookie)
+        if user is None:
+            return None
+        try:
+            return identities.load(user)
+        except OpusError:
+            return None
+
+    return find

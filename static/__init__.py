@@ -1,0 +1,1 @@
+"""The web pages' static files, installed as the package data opus.static."""

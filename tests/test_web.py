@@ -1,0 +1,206 @@
+"""The web pages against a real server, as a browser without JavaScript uses them
+(requests keeps the cookies): sign-in and out with a session cookie, CSRF on every form,
+a submission form made from its definition, the server's validation message beside the
+field it names, the job page, escaping, and one user's jobs never on another's pages.
+The browser tier (Chromium with Playwright) comes with the rest of the web issue."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import requests
+from lxml import html
+
+from tests.servers import ROOT, Server, launch
+
+CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
+
+
+@dataclass
+class Site:
+    server: Server
+    tokens: dict[str, str]
+
+
+def opus(server: Server, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "opus.cli", *args],
+        env=dict(server.env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """A server that needs credentials, with users ada and bob."""
+    server = launch(tmp_path_factory.mktemp("web"), {"OPUS_ALLOW_ANONYMOUS": "false"})
+    try:
+        yield Site(server, {n: opus(server, "user", "add", n) for n in ("ada", "bob")})
+    finally:
+        server.stop()
+
+
+def csrf_of(page: requests.Response) -> str:
+    found = CSRF.search(page.text)
+    assert found, page.text[:500]
+    return found.group(1)
+
+
+def signed_in(site: Site, name: str) -> requests.Session:
+    browser = requests.Session()
+    form = browser.get(f"{site.server.url}/login")
+    assert form.status_code == 200
+    answer = browser.post(
+        f"{site.server.url}/login",
+        data={"name": name, "token": site.tokens[name], "next": "/jobs"},
+        allow_redirects=False,
+    )
+    assert answer.status_code == 303 and answer.headers["Location"] == "/jobs"
+    return browser
+
+
+def test_a_visitor_is_sent_to_sign_in_and_a_wrong_token_is_refused(site: Site) -> None:
+    url = site.server.url
+    visitor = requests.Session()
+    answer = visitor.get(f"{url}/new/hello", allow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["Location"] == "/login?next=/new/hello"
+    page = visitor.get(f"{url}/login")
+    doc = html.fromstring(page.text)
+    assert doc.xpath("//label[@for='name']") and doc.xpath("//input[@id='token'][@type='password']")
+    wrong = visitor.post(f"{url}/login", data={"name": "ada", "token": site.tokens["bob"]})
+    assert wrong.status_code == 401 and "wrong user name or token" in wrong.text
+    assert "opus_session" not in visitor.cookies
+    assert visitor.get(f"{url}/rest/hello").status_code == 401  # the REST API needs credentials
+
+
+def test_signing_in_sets_a_safe_session_cookie_and_signing_out_ends_it(site: Site) -> None:
+    url = site.server.url
+    browser = requests.Session()
+    answer = browser.post(
+        f"{url}/login", data={"name": "ada", "token": site.tokens["ada"]}, allow_redirects=False
+    )
+    cookie = answer.headers["Set-Cookie"]
+    assert cookie.startswith("opus_session=")
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax")
+    assert "Secure" not in cookie  # plain HTTP here; behind TLS it is Secure
+    home = browser.get(f"{url}/")
+    assert "signed in as <strong>ada</strong>" in home.text
+    # the session also reads the REST API's documents (downloads, previews), not posts to it
+    assert browser.get(f"{url}/rest/hello").status_code == 200
+    assert browser.post(f"{url}/rest/hello", data={"name": "x"}).status_code == 401
+    # a tampered cookie is no session
+    forged = requests.Session()
+    forged.cookies.set("opus_session", browser.cookies["opus_session"][:-2] + "00")
+    assert forged.get(f"{url}/", allow_redirects=False).status_code == 303
+    out = browser.post(f"{url}/logout", data={"csrf": csrf_of(home)}, allow_redirects=False)
+    assert out.status_code == 303
+    assert browser.get(f"{url}/", allow_redirects=False).status_code == 303
+
+
+def test_every_form_that_changes_something_needs_its_csrf_token(site: Site) -> None:
+    url = site.server.url
+    browser = signed_in(site, "ada")
+    assert browser.post(f"{url}/new/hello", data={"name": "x"}).status_code == 403
+    assert browser.post(f"{url}/new/hello", data={"name": "x", "csrf": "0" * 32}).status_code == 403
+    assert browser.post(f"{url}/logout", data={}).status_code == 403
+    # the token of another session is not this one's
+    other = signed_in(site, "bob")
+    theirs = csrf_of(other.get(f"{url}/new/hello"))
+    assert browser.post(f"{url}/new/hello", data={"name": "x", "csrf": theirs}).status_code == 403
+
+
+def test_the_form_follows_the_definition(site: Site) -> None:
+    browser = signed_in(site, "ada")
+    page = browser.get(f"{site.server.url}/new/gammapy_maps")
+    assert page.status_code == 200
+    doc = html.fromstring(page.text)
+    nxpix = doc.get_element_by_id("f-nxpix")
+    assert (nxpix.get("type"), nxpix.get("min"), nxpix.get("max"), nxpix.get("step")) == (
+        "number",
+        "1",
+        "2000",
+        "1",
+    )
+    assert nxpix.get("value") == "250"
+    assert doc.get_element_by_id("f-binsz").get("step") == "any"
+    projection = doc.get_element_by_id("f-projection")
+    assert projection.tag == "select"
+    assert [o.text for o in projection.iter("option")] == ["CAR", "TAN", "AIT", "SIN"]
+    assert doc.get_element_by_id("f-rerun").get("type") == "checkbox"
+    # every control has its label, and its description and unit beside it
+    for control in doc.xpath("//form[@enctype]//input[@id] | //form[@enctype]//select[@id]"):
+        assert doc.xpath(f"//label[@for='{control.get('id')}']"), control.get("id")
+    assert "map width [pixel]" in doc.get_element_by_id("nxpix-help").text_content()
+    # inputs by upload: several files where the definition takes several
+    alerts = html.fromstring(browser.get(f"{site.server.url}/new/t0_ingest_alerts").text)
+    field = alerts.get_element_by_id("f-alerts")
+    assert field.get("type") == "file" and field.get("multiple") is not None
+
+
+def test_a_bad_value_is_shown_beside_its_field_and_nothing_runs(site: Site) -> None:
+    url = site.server.url
+    browser = signed_in(site, "ada")
+    form = browser.get(f"{url}/new/gammapy_maps")
+    answer = browser.post(
+        f"{url}/new/gammapy_maps",
+        data={"csrf": csrf_of(form), "nxpix": "0", "binsz": "0.05"},
+        allow_redirects=False,
+    )
+    assert answer.status_code == 400
+    doc = html.fromstring(answer.text)
+    error = doc.get_element_by_id("nxpix-error")
+    assert "below the minimum 1" in error.text_content()
+    assert doc.get_element_by_id("f-nxpix").get("aria-invalid") == "true"
+    assert doc.get_element_by_id("f-binsz").get("value") == "0.05"  # what was typed is kept
+    summary = doc.xpath("//div[@class='error-summary']//a/@href")
+    assert summary == ["#f-nxpix"]
+    jobs = browser.get(f"{url}/rest/gammapy_maps").text
+    assert "jobref" not in jobs
+
+
+def test_submitting_runs_the_job_and_its_page_shows_it_escaped(site: Site) -> None:
+    url = site.server.url
+    browser = signed_in(site, "ada")
+    form = browser.get(f"{url}/new/hello")
+    name = "<script>alert('x')</script>"
+    answer = browser.post(
+        f"{url}/new/hello", data={"csrf": csrf_of(form), "name": name}, allow_redirects=False
+    )
+    assert answer.status_code == 303
+    job_page = answer.headers["Location"]
+    assert re.fullmatch(r"/jobs/hello/[0-9a-f]{16}", job_page)
+    deadline = time.monotonic() + 30
+    while "phase-completed" not in (page := browser.get(f"{url}{job_page}")).text:
+        assert time.monotonic() < deadline, page.text
+        time.sleep(0.2)
+    assert name not in page.text and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page.text
+    link = html.fromstring(page.text).xpath("//ul[@class='results']//a/@href")
+    assert link == [f"/rest/hello/{job_page.rsplit('/', 1)[1]}/results/greeting"]
+    assert browser.get(f"{url}{link[0]}").text == f"Hello, {name}!\n"
+    assert job_page.rsplit("/", 1)[1] in browser.get(f"{url}/").text
+
+
+def test_one_users_jobs_never_appear_on_anothers_pages(site: Site) -> None:
+    url = site.server.url
+    ada, bob = signed_in(site, "ada"), signed_in(site, "bob")
+    form = ada.get(f"{url}/new/hello")
+    made = ada.post(
+        f"{url}/new/hello", data={"csrf": csrf_of(form), "name": "private"}, allow_redirects=False
+    )
+    page = made.headers["Location"]
+    job_id = page.rsplit("/", 1)[1]
+    assert job_id in ada.get(f"{url}/jobs").text
+    for path in ("/", "/jobs", "/jobs?jobdef=hello"):
+        assert job_id not in bob.get(f"{url}{path}").text
+    assert bob.get(f"{url}{page}").status_code == 404
