@@ -78,8 +78,9 @@ def create_app(settings: Settings) -> bottle.Bottle:
     uws_routes.install(app, services.jobs, services.settings)
     provenance = ProvenanceService(services.db, settings.public_url)
     provsap_routes.install(app, provenance, services.jobs.job)
-    tap_routes.install(app, TapService(settings, services.db), services.jobs, settings)
-    web_routes.install(app, services.jobs, services.identities, sessions, settings)
+    tap = TapService(settings, services.db)
+    tap_routes.install(app, tap, services.jobs, settings)
+    web_routes.install(app, services.jobs, tap, services.identities, sessions, settings)
     _install_service_routes(app, services)
     gc.freeze()  # what exists now lives as long as the process: keep it out of GC scans
     return app

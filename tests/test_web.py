@@ -6,6 +6,7 @@ The browser tier (Chromium with Playwright) comes with the rest of the web issue
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import sys
@@ -185,7 +186,7 @@ def test_submitting_runs_the_job_and_its_page_shows_it_escaped(site: Site) -> No
         assert time.monotonic() < deadline, page.text
         time.sleep(0.2)
     assert name not in page.text and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page.text
-    link = html.fromstring(page.text).xpath("//ul[@class='results']//a/@href")
+    link = html.fromstring(page.text).xpath("//ul[@class='results']//a[@download]/@href")
     assert link == [f"/rest/hello/{job_page.rsplit('/', 1)[1]}/results/greeting"]
     assert browser.get(f"{url}{link[0]}").text == f"Hello, {name}!\n"
     assert job_page.rsplit("/", 1)[1] in browser.get(f"{url}/").text
@@ -204,3 +205,68 @@ def test_one_users_jobs_never_appear_on_anothers_pages(site: Site) -> None:
     for path in ("/", "/jobs", "/jobs?jobdef=hello"):
         assert job_id not in bob.get(f"{url}{path}").text
     assert bob.get(f"{url}{page}").status_code == 404
+
+
+def completed_job(site: Site, browser: requests.Session, name: str) -> str:
+    """A hello job run through the form: its page's path, once it has completed."""
+    url = site.server.url
+    form = browser.get(f"{url}/new/hello")
+    made = browser.post(
+        f"{url}/new/hello", data={"csrf": csrf_of(form), "name": name}, allow_redirects=False
+    )
+    page = str(made.headers["Location"])
+    deadline = time.monotonic() + 30
+    while "phase-completed" not in browser.get(f"{url}{page}").text:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    return page
+
+
+def test_an_entity_page_says_what_made_it_and_its_lineage(site: Site) -> None:
+    url = site.server.url
+    browser = signed_in(site, "ada")
+    page = completed_job(site, browser, "Lineage")
+    job_id = page.rsplit("/", 1)[1]
+    doc = html.fromstring(browser.get(f"{url}{page}").text)
+    (entity_link,) = doc.xpath("//ul[@class='results']//a[text()='lineage']/@href")
+    entity = browser.get(f"{url}{entity_link}")
+    assert entity.status_code == 200
+    text = html.fromstring(entity.text).text_content()
+    assert "greeting.txt" in text and "text/plain" in text
+    stored = site.server.session.get(  # the bytes, as their checksum says
+        f"{url}/rest/hello/{job_id}/results/greeting",
+        auth=("ada", site.tokens["ada"]),
+    )
+    assert hashlib.sha256(stored.content).hexdigest() in entity.text
+    assert f'href="/jobs/hello/{job_id}"' in entity.text
+    # lineage up: the job that generated it (through the TAP lineage function)
+    assert f"/prov/job_{job_id}" in entity.text
+    again = html.fromstring(entity.text).xpath("//a[text()='run again with the same parameters']")
+    form = browser.get(f"{url}{again[0].get('href')}")
+    assert html.fromstring(form.text).get_element_by_id("f-name").get("value") == "Lineage"
+    # another user's entity is not found
+    bob = signed_in(site, "bob")
+    assert bob.get(f"{url}{entity_link}").status_code == 404
+
+
+def test_the_query_page_runs_adql_and_links_ids_to_pages(site: Site) -> None:
+    url = site.server.url
+    browser = signed_in(site, "ada")
+    completed_job(site, browser, "Queried")
+    query = "SELECT TOP 5 id, name FROM provenance.entity ORDER BY generatedAtTime DESC"
+    page = browser.get(f"{url}/query", params={"QUERY": query})
+    assert page.status_code == 200
+    doc = html.fromstring(page.text)
+    links = doc.xpath("//table[@class='result']//a/@href")
+    assert links and all(link.startswith("/entities/") for link in links)
+    assert browser.get(f"{url}{links[0]}").status_code == 200
+    assert doc.get_element_by_id("adql").text == query
+    # an error says what is wrong, on the page
+    bad = browser.get(f"{url}/query", params={"QUERY": "SELECT * FROM users"})
+    assert bad.status_code == 200 and "users" in html.fromstring(bad.text).xpath(
+        "string(//div[@class='error-summary'])"
+    )
+    # the worked examples run
+    for href in doc.xpath("//ul[@class='examples']//a/@href"):
+        example = browser.get(f"{url}{href}")
+        assert example.status_code == 200 and "error-summary" not in example.text, href

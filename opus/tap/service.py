@@ -165,6 +165,19 @@ class TapService:
         timeout: float,
     ) -> bytes:
         """The result document of a query (TapError for a query that cannot run)."""
+        columns, rows, overflow = self.rows(caller, request, uploads, base, timeout)
+        return write_result(columns, rows, request.format, overflow=overflow, query=request.query)
+
+    def rows(
+        self,
+        caller: Caller,
+        request: TapRequest,
+        uploads: Mapping[str, UploadTable],
+        base: str,
+        timeout: float,
+    ) -> tuple[list[Column], list[tuple[Any, ...]], bool]:
+        """A query's result: its columns, its rows (MAXREC at most, values as the result
+        documents write them) and whether there were more (TapError if it cannot run)."""
         translation = self.translation(caller, request, uploads, base)
         try:
             names, rows = self.queries.run(translation.sql, timeout, translation.limit)
@@ -178,13 +191,7 @@ class TapService:
         overflow = len(rows) > request.maxrec
         rows = rows[: request.maxrec]
         columns = _columns(translation.columns, names, rows)
-        return write_result(
-            columns,
-            (_row(r, columns) for r in rows),
-            request.format,
-            overflow=overflow,
-            query=request.query,
-        )
+        return columns, [_row(r, columns) for r in rows], overflow
 
     def translation(
         self, caller: Caller, request: TapRequest, uploads: Mapping[str, UploadTable], base: str

@@ -8,8 +8,10 @@ the request came over TLS.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,11 @@ from opus.auth import Caller, Identities
 from opus.config import Settings
 from opus.errors import OpusError, ParameterError, Unauthorized
 from opus.http import base_url, caller, router, see_other
+from opus.ids import entity_qname, namespace_uri
 from opus.jobdefs.model import JobDefinition
 from opus.phases import FINAL
+from opus.tap.examples import examples
+from opus.tap.service import TapError, TapService, tap_request
 from opus.timeutil import format_datetime
 from opus.uws.routes import form_fields
 from opus.uws.service import JobService
@@ -35,8 +40,11 @@ STATIC = Path(str(resources.files("opus.static")))
 HTML = "text/html; charset=utf-8"
 RECENT = 10  # jobs of each definition on the home page
 PAGE = 50  # jobs a page of the job list
+QUERY_ROWS = 1000  # rows the query page shows at most
+LINEAGE_ROWS = 500
 # the paths of the web pages: the session cookie signs a caller in on them (and on GETs)
-WEB_PREFIXES = ("/login", "/logout", "/new/", "/jobs", "/static/")
+WEB_PREFIXES = ("/login", "/logout", "/new/", "/jobs", "/static/", "/entities/", "/query")
+LINEAGE_DEPTH = 10  # hops an entity page shows by default (the page may ask up to 100)
 
 
 def is_web_path(path: str) -> bool:
@@ -56,6 +64,7 @@ def environment() -> Environment:
 def install(
     app: bottle.Bottle,
     jobs: JobService,
+    tap: TapService,
     identities: Identities,
     sessions: Sessions,
     settings: Settings,
@@ -159,8 +168,11 @@ def install(
 
     @route("/new/<name>")
     def new_job(name: str) -> str:
+        """The form, filled with the defaults, or with the values given in the query
+        ("run again with the same parameters")."""
         who = signed_in()
-        return render("form.html", form=form_of(jobs.jobdef(who, name)), errors={}, values={})
+        values = dict(bottle.request.query.decode().allitems())
+        return render("form.html", form=form_of(jobs.jobdef(who, name)), errors={}, values=values)
 
     @route("/new/<name>", method="POST")
     def submit(name: str) -> str:
@@ -203,6 +215,88 @@ def install(
         return render(
             "jobs.html", found=found[:PAGE], definitions=definitions, wanted=wanted, phase=phase
         )
+
+    def run_query(who: Caller, adql: str, maxrec: int) -> dict[str, Any]:
+        """A query's table for a page, or the error the service gave."""
+        base = tap.base(base_url())
+        fields = [("LANG", "ADQL"), ("QUERY", adql), ("MAXREC", str(maxrec))]
+        try:
+            request = tap_request(fields, settings)
+            columns, rows, overflow = tap.rows(who, request, {}, base, settings.tap_sync_timeout)
+        except TapError as exc:
+            return {"error": str(exc), "columns": [], "rows": [], "overflow": False}
+        prefix = namespace_uri(base)
+        shown = [[_cell(v, prefix) for v in row] for row in rows]
+        return {"error": None, "columns": columns, "rows": shown, "overflow": overflow}
+
+    @route("/query")
+    def query_page() -> str:
+        who = signed_in()
+        adql = bottle.request.query.decode().get("QUERY", "").strip()
+        newest = tap.newest(who, tap.base(base_url()))
+        found = run_query(who, adql, QUERY_ROWS) if adql else None
+        return render("query.html", adql=adql, found=found, examples=examples(*newest))
+
+    @route("/entities/<entity_id>")
+    def entity_page(entity_id: str) -> str:
+        who = signed_in()
+        entity = jobs.entity(who, entity_id)
+        maker = None
+        if entity.job_id and entity.origin == "result":
+            with contextlib.suppress(OpusError):
+                maker = jobs.get(who, _jobdef_of(jobs, who, entity.job_id), entity.job_id)
+        depth = _depth(bottle.request.query.get("depth"))
+        uri = namespace_uri(tap.base(base_url())) + entity_qname(entity.id).partition(":")[2]
+        quoted = uri.replace("'", "''")
+        lineage = {
+            direction: run_query(
+                who,
+                f"SELECT id, node_type, depth, relation FROM {function}('{quoted}', {depth})"
+                " ORDER BY depth, id",
+                LINEAGE_ROWS,
+            )
+            for direction, function in (
+                ("up", "find_prov_precursors"),
+                ("down", "find_prov_descendants"),
+            )
+        }
+        return render("entity.html", entity=entity, maker=maker, lineage=lineage, depth=depth)
+
+
+def _jobdef_of(jobs: JobService, who: Caller, job_id: str) -> str:
+    """The definition of a job the caller may see ('' when it is gone or hidden)."""
+    return next((d.name for d in jobs.jobdefs(who) if _has_job(jobs, who, d.name, job_id)), "")
+
+
+def _has_job(jobs: JobService, who: Caller, jobdef: str, job_id: str) -> bool:
+    try:
+        jobs.job(who, jobdef, job_id)
+    except OpusError:
+        return False
+    return True
+
+
+def _depth(text: str | None) -> int:
+    if text and text.isdigit():
+        return max(1, min(int(text), 100))
+    return LINEAGE_DEPTH
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A value of a result table; `href` where it names a page of this server."""
+
+    text: str
+    href: str | None = None
+
+
+def _cell(value: Any, prefix: str) -> Cell:
+    text = "" if value is None else str(value)
+    if text.startswith(prefix + "ent_"):
+        return Cell(text, "/entities/" + text.removeprefix(prefix + "ent_"))
+    if text.startswith(prefix):
+        return Cell(text, text)  # /prov/... resolves: a job's page, a record's document
+    return Cell(text)
 
 
 def _tls() -> bool:
