@@ -78,6 +78,11 @@ class Accounts:
             raise NotFound(f"no user {name!r}")
         return user
 
+    def tokens(self, name: str) -> list[store.TokenRecord]:
+        """The user's tokens (their keys and times: never their secrets)."""
+        with self.db.read() as conn:
+            return store.tokens_of(conn, name)
+
     def revoke(self, name: str, prefix: str = "") -> int:
         """Revoke the user's tokens that start with `prefix` (opus_<key>... or the key);
         all of them when it is empty. How many were revoked."""

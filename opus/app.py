@@ -10,6 +10,7 @@ import bottle
 from sqlalchemy import text as sql
 
 from opus import vosi
+from opus.accounts import Accounts
 from opus.auth import Identities
 from opus.config import Settings
 from opus.execution.dispatch import Dispatcher, make_dispatcher
@@ -80,7 +81,9 @@ def create_app(settings: Settings) -> bottle.Bottle:
     provsap_routes.install(app, provenance, services.jobs.job)
     tap = TapService(settings, services.db)
     tap_routes.install(app, tap, services.jobs, settings)
-    web_routes.install(app, services.jobs, tap, services.identities, sessions, settings)
+    web_routes.install(
+        app, services.jobs, tap, Accounts(services.db), services.identities, sessions, settings
+    )
     _install_service_routes(app, services)
     gc.freeze()  # what exists now lives as long as the process: keep it out of GC scans
     return app

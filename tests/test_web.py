@@ -270,3 +270,35 @@ def test_the_query_page_runs_adql_and_links_ids_to_pages(site: Site) -> None:
     for href in doc.xpath("//ul[@class='examples']//a/@href"):
         example = browser.get(f"{url}{href}")
         assert example.status_code == 200 and "error-summary" not in example.text, href
+
+
+def test_a_user_makes_and_revokes_their_own_api_tokens(site: Site) -> None:
+    url = site.server.url
+    browser = signed_in(site, "ada")
+    page = browser.get(f"{url}/tokens")
+    assert page.status_code == 200
+    before = html.fromstring(page.text).xpath("//form[@action='/tokens/revoke']")
+    made = browser.post(f"{url}/tokens", data={"csrf": csrf_of(page)})
+    assert made.status_code == 201
+    token = html.fromstring(made.text).get_element_by_id("new-token").text
+    assert token.startswith("opus_")
+    key = token.removeprefix("opus_").partition(".")[0]
+    listed = html.fromstring(browser.get(f"{url}/tokens").text)
+    assert len(listed.xpath("//form[@action='/tokens/revoke']")) == len(before) + 1
+    assert token not in browser.get(f"{url}/tokens").text  # shown once, then only its key
+    rest = requests.get(f"{url}/rest/hello", headers={"Authorization": f"Bearer {token}"})
+    assert rest.status_code == 200
+    # revoking needs the CSRF token, and only one's own tokens
+    assert browser.post(f"{url}/tokens/revoke", data={"key": key}).status_code == 403
+    bob = signed_in(site, "bob")
+    theirs = csrf_of(bob.get(f"{url}/tokens"))
+    assert bob.post(f"{url}/tokens/revoke", data={"key": key, "csrf": theirs}).status_code == 404
+    revoked = browser.post(
+        f"{url}/tokens/revoke", data={"key": key, "csrf": csrf_of(made)}, allow_redirects=False
+    )
+    assert revoked.status_code == 303 and revoked.headers["Location"].endswith("/tokens")
+    # a web process keeps a verified token 5 s (opus.auth.CACHE_SECONDS): refused after that
+    deadline = time.monotonic() + 8
+    while requests.get(f"{url}/rest/hello", headers={"Authorization": f"Bearer {token}"}).ok:
+        assert time.monotonic() < deadline, "the revoked token still works"
+        time.sleep(0.5)

@@ -20,9 +20,10 @@ from urllib.parse import quote
 import bottle
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from opus.accounts import Accounts
 from opus.auth import Caller, Identities
 from opus.config import Settings
-from opus.errors import OpusError, ParameterError, Unauthorized
+from opus.errors import NotFound, OpusError, ParameterError, Unauthorized
 from opus.http import base_url, caller, router, see_other
 from opus.ids import entity_qname, namespace_uri
 from opus.jobdefs.model import JobDefinition
@@ -43,7 +44,16 @@ PAGE = 50  # jobs a page of the job list
 QUERY_ROWS = 1000  # rows the query page shows at most
 LINEAGE_ROWS = 500
 # the paths of the web pages: the session cookie signs a caller in on them (and on GETs)
-WEB_PREFIXES = ("/login", "/logout", "/new/", "/jobs", "/static/", "/entities/", "/query")
+WEB_PREFIXES = (
+    "/login",
+    "/logout",
+    "/new/",
+    "/jobs",
+    "/static/",
+    "/entities/",
+    "/query",
+    "/tokens",
+)
 LINEAGE_DEPTH = 10  # hops an entity page shows by default (the page may ask up to 100)
 
 
@@ -65,6 +75,7 @@ def install(
     app: bottle.Bottle,
     jobs: JobService,
     tap: TapService,
+    accounts: Accounts,
     identities: Identities,
     sessions: Sessions,
     settings: Settings,
@@ -228,6 +239,36 @@ def install(
         prefix = namespace_uri(base)
         shown = [[_cell(v, prefix) for v in row] for row in rows]
         return {"error": None, "columns": columns, "rows": shown, "overflow": overflow}
+
+    def a_user() -> str:
+        """The signed-in user's name (a visitor goes to the sign-in page: tokens are a
+        user's)."""
+        who = caller()
+        if who.name is None:
+            raise bottle.HTTPResponse(status=303, headers={"Location": "/login?next=/tokens"})
+        return who.name
+
+    def tokens_page(name: str, made: str | None = None, status: int = 200) -> str:
+        return render("tokens.html", status, tokens=accounts.tokens(name), made=made)
+
+    @route("/tokens")
+    def tokens() -> str:
+        return tokens_page(a_user())
+
+    @route("/tokens", method="POST")
+    def new_token() -> str:
+        name = a_user()
+        check_csrf()
+        return tokens_page(name, made=accounts.issue_token(name), status=201)
+
+    @route("/tokens/revoke", method="POST")
+    def revoke_token() -> None:
+        name = a_user()
+        check_csrf()
+        key = bottle.request.forms.get("key") or ""
+        if not key.isalnum() or accounts.revoke(name, key) == 0:
+            raise NotFound(f"you have no token {key!r}")
+        raise see_other("/tokens")
 
     @route("/query")
     def query_page() -> str:
