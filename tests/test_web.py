@@ -302,3 +302,31 @@ def test_a_user_makes_and_revokes_their_own_api_tokens(site: Site) -> None:
     while requests.get(f"{url}/rest/hello", headers={"Authorization": f"Bearer {token}"}).ok:
         assert time.monotonic() < deadline, "the revoked token still works"
         time.sleep(0.5)
+
+
+def test_the_job_pages_buttons_abort_change_destruction_and_delete(site: Site) -> None:
+    url = site.server.url
+    browser = signed_in(site, "ada")
+    page = completed_job(site, browser, "Buttons")
+    token = csrf_of(browser.get(f"{url}{page}"))
+    later = "2026-12-31T00:00:00Z"
+    moved = browser.post(
+        f"{url}{page}",
+        data={"csrf": token, "action": "DESTRUCTION", "destruction": later},
+        allow_redirects=False,
+    )
+    assert moved.status_code == 303
+    rest = page.replace("/jobs/", "/rest/")
+    auth = ("ada", site.tokens["ada"])
+    destruction = requests.get(f"{url}{rest}/destruction", auth=auth).text
+    assert destruction.startswith("2026-12-31T00:00:00")
+    bad = browser.post(f"{url}{page}", data={"csrf": token, "action": "EXPLODE"})
+    assert bad.status_code == 400 and "action" in bad.text
+    bob = signed_in(site, "bob")
+    theirs = csrf_of(bob.get(f"{url}/"))
+    assert bob.post(f"{url}{page}", data={"csrf": theirs, "action": "DELETE"}).status_code == 404
+    gone = browser.post(
+        f"{url}{page}", data={"csrf": token, "action": "DELETE"}, allow_redirects=False
+    )
+    assert gone.status_code == 303 and gone.headers["Location"].endswith("/jobs")
+    assert browser.get(f"{url}{page}").status_code == 404

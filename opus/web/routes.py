@@ -211,6 +211,24 @@ def install(
             "job.html", view=view, jobdef=jobs.jobdef(who, name), final=view.job.phase in FINAL
         )
 
+    @route("/jobs/<name>/<job_id>", method="POST")
+    def job_action(name: str, job_id: str) -> None:
+        """The job page's buttons: run, abort, delete, a new destruction time."""
+        who = signed_in()
+        check_csrf()
+        form = bottle.request.forms
+        action = form.get("action") or ""
+        if action in ("RUN", "ABORT"):
+            jobs.change_phase(who, name, job_id, action)
+        elif action == "DELETE":
+            jobs.delete(who, name, job_id)
+            raise see_other("/jobs")
+        elif action == "DESTRUCTION":
+            jobs.set_destruction(who, name, job_id, form.get("destruction"))
+        else:
+            raise ParameterError("action", f"{action!r} is not RUN, ABORT, DELETE or DESTRUCTION")
+        raise see_other(f"/jobs/{name}/{job_id}")
+
     @route("/jobs")
     def job_list() -> str:
         who = signed_in()
