@@ -1,6 +1,7 @@
 // Live phases: each element with data-job follows its job with UWS WAIT (the server
-// answers when the phase changes: a long poll, not a polling loop). A job page reloads
-// once its job has ended, to show its results.
+// answers when the phase changes: a long poll, not a polling loop). Once its job has
+// ended, a job page fetches itself again and shows its new main part (results, error)
+// without reloading the page.
 "use strict";
 const FINAL = ["COMPLETED", "ERROR", "ABORTED", "ARCHIVED"];
 
@@ -23,7 +24,15 @@ async function follow(element) {
     element.textContent = phase;
     element.className = `phase phase-${phase.toLowerCase()}`;
   }
-  if (element.dataset.reload) window.location.reload();
+  if (element.dataset.reload) await refresh();
+}
+
+async function refresh() {
+  const answer = await fetch(window.location.href, { credentials: "same-origin" });
+  if (!answer.ok) return;
+  const page = new DOMParser().parseFromString(await answer.text(), "text/html");
+  const fresh = page.getElementById("main");
+  if (fresh) document.getElementById("main").replaceChildren(...fresh.childNodes);
 }
 
 document.querySelectorAll("[data-job]").forEach((element) => follow(element));

@@ -211,6 +211,15 @@ def install(
             "job.html", view=view, jobdef=jobs.jobdef(who, name), final=view.job.phase in FINAL
         )
 
+    @route("/jobs/<job_id:re:[0-9a-f]{16}>")
+    def job_by_id(job_id: str) -> None:
+        """A job's page by its id alone (where a lineage table names a job)."""
+        who = signed_in()
+        jobdef = _jobdef_of(jobs, who, job_id)
+        if not jobdef:
+            raise NotFound(f"no job {job_id!r}")
+        raise see_other(f"/jobs/{jobdef}/{job_id}")
+
     @route("/jobs/<name>/<job_id>", method="POST")
     def job_action(name: str, job_id: str) -> None:
         """The job page's buttons: run, abort, delete, a new destruction time."""
@@ -353,6 +362,8 @@ def _cell(value: Any, prefix: str) -> Cell:
     text = "" if value is None else str(value)
     if text.startswith(prefix + "ent_"):
         return Cell(text, "/entities/" + text.removeprefix(prefix + "ent_"))
+    if text.startswith(prefix + "job_"):
+        return Cell(text, "/jobs/" + text.removeprefix(prefix + "job_"))
     if text.startswith(prefix):
         return Cell(text, text)  # /prov/... resolves: a job's page, a record's document
     return Cell(text)
