@@ -23,6 +23,8 @@ import requests
 from tests.servers import IN_CI, ROOT, Server, launch
 
 playwright = pytest.importorskip("playwright.sync_api")
+# the browser's side: the pages' server side runs on both databases in tests/test_web.py
+pytestmark = pytest.mark.any_database
 
 CHROMIUM = os.environ.get("OPUS_TEST_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
