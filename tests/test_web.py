@@ -330,3 +330,46 @@ def test_the_job_pages_buttons_abort_change_destruction_and_delete(site: Site) -
     )
     assert gone.status_code == 303 and gone.headers["Location"].endswith("/jobs")
     assert browser.get(f"{url}{page}").status_code == 404
+
+
+def test_the_job_list_pages_through_many_jobs(site: Site) -> None:
+    """120 jobs of ada's (rows written as a server writes them): three pages, newest
+    first, each following on where the last ended; bob sees none of them."""
+    from datetime import timedelta
+
+    import sqlalchemy
+
+    from opus.store import jobs as store
+    from opus.timeutil import utcnow
+
+    url = site.server.url
+    start = utcnow() + timedelta(days=1)  # newer than every other job of the module
+    made = [
+        store.new_job(
+            id=f"{i:016x}",
+            jobdef="hello",
+            owner="ada",
+            phase="COMPLETED",
+            creation_time=start + timedelta(seconds=i),
+            execution_duration=60,
+            destruction=start + timedelta(days=30),
+            run_id=f"paged-{i}",
+        )
+        for i in range(120)
+    ]
+    engine = sqlalchemy.create_engine(site.server.db_url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.insert(store.jobs), made)
+    engine.dispose()
+    browser = signed_in(site, "ada")
+    seen: list[str] = []
+    path: str | None = "/jobs?jobdef=hello"
+    while path and len(seen) < 120:
+        doc = html.fromstring(browser.get(f"{url}{path}").text)
+        seen += [a.text for a in doc.xpath("//table[@class='jobs']//td[1]/a")]
+        nxt = doc.xpath("//a[@rel='next']/@href")
+        path = nxt[0] if nxt else None
+    assert seen[:120] == [f"paged-{i}" for i in reversed(range(120))]
+    bob = signed_in(site, "bob")
+    assert "paged-" not in bob.get(f"{url}/jobs").text
+    assert bob.get(f"{url}/jobs", params={"phase": "DANCING"}).status_code == 400

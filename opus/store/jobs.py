@@ -255,6 +255,29 @@ def list_jobs(
     return [_job(row) for row in conn.execute(query)]
 
 
+def page_of_jobs(
+    conn: Connection,
+    jobdefs: Sequence[str],
+    phase: str | None,
+    visible: ColumnElement[bool],
+    limit: int,
+    before: tuple[datetime, str] | None = None,
+) -> list[JobRecord]:
+    """Newest first, `limit` jobs of these definitions (and phase), created before the
+    (creation time, id) given: a page that the next begins where it ended (keyset
+    paging: a page deep in 10,000 jobs costs what the first does)."""
+    query = select(jobs).where(jobs.c.jobdef.in_(list(jobdefs)), visible)
+    if phase:
+        query = query.where(jobs.c.phase == phase)
+    if before is not None:
+        at, job_id = before
+        query = query.where(
+            or_(jobs.c.creation_time < at, (jobs.c.creation_time == at) & (jobs.c.id < job_id))
+        )
+    query = query.order_by(jobs.c.creation_time.desc(), jobs.c.id.desc()).limit(limit)
+    return [_job(row) for row in conn.execute(query)]
+
+
 def _may_leave(transition: str) -> ColumnElement[bool]:
     """The job is in a phase the transition may leave: `phase = X` when there is one (the
     runner's claim and finish, on every job's path), else `phase IN (...)`."""

@@ -193,6 +193,28 @@ class JobService:
                 raise ListTooLong()
             return store.list_jobs(conn, jobdef, wanted, after_time, last_n, visible)
 
+    def page(
+        self,
+        caller: Caller,
+        jobdef: str | None,
+        phase: str | None,
+        size: int,
+        before: str | None = None,
+    ) -> list[store.JobRecord]:
+        """A page of the jobs the caller may see, newest first, across definitions (or of
+        one), before the job `before` (the last of the page before)."""
+        names = [d.name for d in self.jobdefs(caller)]
+        if jobdef:
+            names = [self.jobdef(caller, jobdef).name]
+        if phase and phase.upper() not in PHASES:
+            raise ParameterError("phase", f"{phase!r} is not a UWS phase")
+        with self.db.read() as conn:
+            after = store.get_job(conn, before) if before and is_id(before) else None
+            start = (after.creation_time, after.id) if after else None
+            return store.page_of_jobs(
+                conn, names, phase.upper() if phase else None, visible_jobs(caller), size, start
+            )
+
     # -- creation and parameters -----------------------------------------------------------
 
     def create(

@@ -242,16 +242,16 @@ def install(
     def job_list() -> str:
         who = signed_in()
         query = bottle.request.query
-        wanted = query.get("jobdef") or ""
-        phase = query.get("phase") or ""
-        definitions = [d.name for d in jobs.jobdefs(who)]
-        names = [wanted] if wanted in definitions else definitions
-        found = []
-        for jobdef in names:
-            found += jobs.list_jobs(who, jobdef, [phase] if phase else [], None, str(PAGE))
-        found.sort(key=lambda j: j.creation_time, reverse=True)
+        wanted, phase = query.get("jobdef") or "", query.get("phase") or ""
+        found = jobs.page(who, wanted or None, phase or None, PAGE + 1, query.get("before"))
+        more = found[PAGE - 1].id if len(found) > PAGE else None
         return render(
-            "jobs.html", found=found[:PAGE], definitions=definitions, wanted=wanted, phase=phase
+            "jobs.html",
+            found=found[:PAGE],
+            definitions=[d.name for d in jobs.jobdefs(who)],
+            wanted=wanted,
+            phase=phase,
+            more=more,
         )
 
     def run_query(who: Caller, adql: str, maxrec: int) -> dict[str, Any]:
