@@ -89,6 +89,20 @@ def require_shared(sub: str) -> Path:
     return base / sub
 
 
+def new_user(server: Server, name: str) -> str:
+    """`opus user add NAME` on the server's database (its OPUS_* settings): the token."""
+    done = subprocess.run(
+        [sys.executable, "-m", "opus.cli", "user", "add", name],
+        env=dict(server.env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.servers import IN_CI, ROOT, Server, launch
+from tests.servers import IN_CI, ROOT, Server, launch, new_user
 
 playwright = pytest.importorskip("playwright.sync_api")
 # the browser's side: the pages' server side runs on both databases in tests/test_web.py
@@ -37,24 +35,11 @@ ARGS = [
 SHOTS = ROOT / "test-screenshots"
 
 
-def opus(server: Server, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "opus.cli", *args],
-        env=dict(server.env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip().splitlines()[-1]
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
     server = launch(tmp_path_factory.mktemp("browser"), {"OPUS_ALLOW_ANONYMOUS": "false"})
     try:
-        yield server, {n: opus(server, "user", "add", n) for n in ("ada", "bob")}
+        yield server, {n: new_user(server, n) for n in ("ada", "bob")}
     finally:
         server.stop()
 

@@ -28,7 +28,7 @@ import requests
 from lxml import etree
 
 from opus.phases import FINAL
-from tests.servers import ROOT, Server, have
+from tests.servers import ROOT, Server, have, new_user
 
 SCHEMAS = Path(prov.__file__).parent / "tests" / "schemas"
 PROV = "{http://www.w3.org/ns/prov#}"
@@ -247,17 +247,8 @@ def test_hidden_names_are_404(server: Server) -> None:
     """A user's job is hidden from anyone else: its names do not resolve for them (as
     unknown ones), they do for its owner."""
     name = f"pid{secrets.token_hex(3)}"  # the session server outlives this test
-    done = subprocess.run(
-        [sys.executable, "-m", "opus.cli", "user", "add", name],
-        env=dict(server.env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr
     owner = requests.Session()
-    owner.auth = (name, done.stdout.strip().splitlines()[-1])
+    owner.auth = (name, new_user(server, name))
     created = owner.post(
         f"{server.url}/rest/hello", data={"PHASE": "RUN", "name": "mine"}, allow_redirects=False
     )

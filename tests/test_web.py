@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ import pytest
 import requests
 from lxml import html
 
-from tests.servers import ROOT, Server, launch
+from tests.servers import Server, launch, new_user
 
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 
@@ -29,25 +27,12 @@ class Site:
     tokens: dict[str, str]
 
 
-def opus(server: Server, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "opus.cli", *args],
-        env=dict(server.env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip().splitlines()[-1]
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """A server that needs credentials, with users ada and bob."""
     server = launch(tmp_path_factory.mktemp("web"), {"OPUS_ALLOW_ANONYMOUS": "false"})
     try:
-        yield Site(server, {n: opus(server, "user", "add", n) for n in ("ada", "bob")})
+        yield Site(server, {n: new_user(server, n) for n in ("ada", "bob")})
     finally:
         server.stop()
 
