@@ -337,7 +337,7 @@ def db_current(args: argparse.Namespace) -> int:
 def demo(args: argparse.Namespace) -> int:
     from opus.demo import run
 
-    return run(args.url, Path(args.out), args.token, args.user)
+    return run(args.url, Path(args.out), _session(args))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -55,7 +55,9 @@ class Demo:
     ended: float | None = None
 
 
-def run(url: str | None, out: Path, token: str | None, user: str | None) -> int:
+def run(url: str | None, out: Path, session: Any) -> int:
+    """The demo, its requests sent with `session` (a requests.Session with the caller's
+    credentials, as `opus submit` sends them)."""
     settings = Settings()
     data = settings.real_data_dir
     missing = [d for d in (ALERTS, DL3, "tides") if data is None or not (data / d).is_dir()]
@@ -65,7 +67,6 @@ def run(url: str | None, out: Path, token: str | None, user: str | None) -> int:
     assert data is not None
     started = time.monotonic()
     with _server(url, data) as base:
-        session = _session(token, user)
         demos = _demos(data)
         for demo in demos:
             demo.url = _submit(session, base, demo)
@@ -96,18 +97,6 @@ def _demos(data: Path) -> list[Demo]:
         ),
         Demo("gammapy spectrum of the Crab", "gammapy_spectrum", [("obs_ids", "23523 23526")]),
     ]
-
-
-def _session(token: str | None, user: str | None) -> Any:
-    import requests
-
-    session = requests.Session()
-    token = token or Settings().token
-    if user and token:
-        session.auth = (user, token)
-    elif token:
-        session.headers["Authorization"] = f"Bearer {token}"
-    return session
 
 
 def _submit(session: Any, base: str, demo: Demo) -> str:

@@ -32,7 +32,7 @@ from opus.ids import entity_qname, job_qname
 from opus.jobdefs.model import RERUN, JobDefinition
 from opus.jobdefs.params import parse_boolean, python_value
 from opus.store import jobs as store
-from opus.units.manifest import sha256_of
+from opus.store.files import hash_file
 from provenance import store as prov
 from provenance.model import Entity
 
@@ -106,7 +106,7 @@ def unchanged(settings: Settings, refs: list[tuple[Entity, str]]) -> bool:
 @functools.lru_cache(maxsize=4096)
 def _checksum(path: str, size: int, mtime_ns: int) -> str:
     """A file's SHA-256, hashed once per size and modification time."""
-    return sha256_of(path)
+    return hash_file(Path(path))[0]
 
 
 def wants_rerun(values: dict[str, str]) -> bool:

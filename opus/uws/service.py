@@ -103,6 +103,14 @@ class JobService:
             raise NotFound(f"no job {job_id!r} in {jobdef}")
         return job
 
+    def job_by_id(self, caller: Caller, job_id: str) -> store.JobRecord:
+        """The job of this id, whatever its definition, if the caller may see it."""
+        with self.db.read() as conn:
+            job = store.get_job(conn, job_id) if is_id(job_id) else None
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        return self.job(caller, job.jobdef, job_id)
+
     def _own(self, caller: Caller, jobdef: str, job_id: str) -> store.JobRecord:
         """The job, if the caller may change it (its owner, or an admin)."""
         job = self.job(caller, jobdef, job_id)

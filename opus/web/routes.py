@@ -39,7 +39,7 @@ from opus.web.session import COOKIE, LIFETIME, VISITOR, Sessions
 TEMPLATES = Path(str(resources.files("opus.templates")))
 STATIC = Path(str(resources.files("opus.static")))
 HTML = "text/html; charset=utf-8"
-RECENT = 10  # jobs of each definition on the home page
+RECENT = 10  # jobs on the home page
 PAGE = 50  # jobs a page of the job list
 QUERY_ROWS = 1000  # rows the query page shows at most
 LINEAGE_ROWS = 500
@@ -170,12 +170,8 @@ def install(
         groups: dict[str, list[Any]] = {}
         for jobdef in definitions:
             groups.setdefault(jobdef.type or "other", []).append(jobdef)
-        recent = []
-        if who.name is not None or settings.anonymous:
-            for jobdef in definitions:
-                recent += jobs.list_jobs(who, jobdef.name, [], None, str(RECENT))
-        recent.sort(key=lambda j: j.creation_time, reverse=True)
-        return render("home.html", groups=sorted(groups.items()), recent=recent[:RECENT])
+        recent = jobs.page(who, None, None, RECENT)
+        return render("home.html", groups=sorted(groups.items()), recent=recent)
 
     @route("/new/<name>")
     def new_job(name: str) -> str:
@@ -214,11 +210,8 @@ def install(
     @route("/jobs/<job_id:re:[0-9a-f]{16}>")
     def job_by_id(job_id: str) -> None:
         """A job's page by its id alone (where a lineage table names a job)."""
-        who = signed_in()
-        jobdef = _jobdef_of(jobs, who, job_id)
-        if not jobdef:
-            raise NotFound(f"no job {job_id!r}")
-        raise see_other(f"/jobs/{jobdef}/{job_id}")
+        job = jobs.job_by_id(signed_in(), job_id)
+        raise see_other(f"/jobs/{job.jobdef}/{job_id}")
 
     @route("/jobs/<name>/<job_id>", method="POST")
     def job_action(name: str, job_id: str) -> None:
@@ -312,7 +305,7 @@ def install(
         maker = None
         if entity.job_id and entity.origin == "result":
             with contextlib.suppress(OpusError):
-                maker = jobs.get(who, _jobdef_of(jobs, who, entity.job_id), entity.job_id)
+                maker = jobs.get(who, jobs.job_by_id(who, entity.job_id).jobdef, entity.job_id)
         depth = _depth(bottle.request.query.get("depth"))
         uri = namespace_uri(tap.base(base_url())) + entity_qname(entity.id).partition(":")[2]
         quoted = uri.replace("'", "''")
@@ -329,19 +322,6 @@ def install(
             )
         }
         return render("entity.html", entity=entity, maker=maker, lineage=lineage, depth=depth)
-
-
-def _jobdef_of(jobs: JobService, who: Caller, job_id: str) -> str:
-    """The definition of a job the caller may see ('' when it is gone or hidden)."""
-    return next((d.name for d in jobs.jobdefs(who) if _has_job(jobs, who, d.name, job_id)), "")
-
-
-def _has_job(jobs: JobService, who: Caller, jobdef: str, job_id: str) -> bool:
-    try:
-        jobs.job(who, jobdef, job_id)
-    except OpusError:
-        return False
-    return True
 
 
 def _depth(text: str | None) -> int:
