@@ -103,6 +103,26 @@ def new_user(server: Server, name: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+def opus_all(server: Server, *commands: Sequence[str]) -> list[subprocess.CompletedProcess[str]]:
+    """Several `opus` commands at once (independent ones: each takes a second to start)."""
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "opus.cli", *args],
+            env=dict(server.env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for args in commands
+    ]
+    done = []
+    for args, process in zip(commands, started, strict=True):
+        out, err = process.communicate(timeout=60)
+        done.append(subprocess.CompletedProcess(list(args), process.returncode, out, err))
+    return done
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -37,7 +37,7 @@ from lxml import etree
 from opus.auth import CACHE_SECONDS
 from opus.phases import FINAL
 from tests import test_uws_api
-from tests.servers import ROOT, Server, assert_valid, launch
+from tests.servers import ROOT, Server, assert_valid, launch, opus_all
 from tests.test_provenance import SCHEMAS
 
 pyvo = pytest.importorskip("pyvo")
@@ -69,26 +69,6 @@ def opus(
         timeout=60,
         cwd=ROOT,
     )
-
-
-def opus_all(server: Server, *commands: Sequence[str]) -> list[subprocess.CompletedProcess[str]]:
-    """Several `opus` commands at once (independent ones: each takes a second to start)."""
-    started = [
-        subprocess.Popen(
-            [sys.executable, "-m", "opus.cli", *args],
-            env=dict(server.env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        for args in commands
-    ]
-    done = []
-    for args, process in zip(commands, started, strict=True):
-        out, err = process.communicate(timeout=60)
-        done.append(subprocess.CompletedProcess(list(args), process.returncode, out, err))
-    return done
 
 
 def client_env(**extra: str) -> dict[str, str]:

@@ -39,8 +39,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -59,7 +57,7 @@ from astropy.io.votable import parse_single_table  # type: ignore[import-untyped
 from astropy.wcs import WCS  # type: ignore[import-untyped, unused-ignore]
 from lxml import etree
 
-from tests.servers import ROOT, Server, launch, require_shared
+from tests.servers import Server, launch, opus_all, require_shared
 from tests.test_celery import SHARED_REDIS, Cluster, require_redis
 from tests.test_units_gammapy import CRAB, events, run_file
 from tests.test_units_ztf import (
@@ -345,22 +343,10 @@ def as_user(server: Server, token: str) -> Server:
 def opus_cli(server: Server, *commands: list[str]) -> list[str]:
     """`opus` commands on the server's machine (its OPUS_* settings), run at once; the last
     line each printed."""
-    started = [
-        subprocess.Popen(
-            [sys.executable, "-m", "opus.cli", *args],
-            env=dict(server.env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        for args in commands
-    ]
     lines = []
-    for args, process in zip(commands, started, strict=True):
-        out, err = process.communicate(timeout=60)
-        assert process.returncode == 0, (args, err)
-        lines.append(out.strip().splitlines()[-1] if out.strip() else "")
+    for done in opus_all(server, *commands):
+        assert done.returncode == 0, (done.args, done.stderr)
+        lines.append(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "")
     return lines
 
 
