@@ -82,7 +82,14 @@ def create_app(settings: Settings) -> bottle.Bottle:
     tap = TapService(settings, services.db)
     tap_routes.install(app, tap, services.jobs, settings)
     web_routes.install(
-        app, services.jobs, tap, Accounts(services.db), services.identities, sessions, settings
+        app,
+        services.jobs,
+        tap,
+        provenance,
+        Accounts(services.db),
+        services.identities,
+        sessions,
+        settings,
     )
     _install_service_routes(app, services)
     gc.freeze()  # what exists now lives as long as the process: keep it out of GC scans

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 import requests
-from lxml import html
+from lxml import etree, html
 
 from tests.servers import Server, launch, new_user
 
@@ -224,14 +224,70 @@ def test_an_entity_page_says_what_made_it_and_its_lineage(site: Site) -> None:
     )
     assert hashlib.sha256(stored.content).hexdigest() in entity.text
     assert f'href="/jobs/hello/{job_id}"' in entity.text
-    # lineage up: the job that generated it (through the TAP lineage function)
-    assert f"/prov/job_{job_id}" in entity.text
+    # lineage up, as a table and as a drawing: the job that generated it
+    tree = html.fromstring(entity.text)
+    made_from = tree.xpath("//table[@class='steps'][caption='What it was made from']")[0]
+    assert made_from.xpath(f".//a[@href='/jobs/{job_id}']/text()") == ["hello"]
+    assert "greeting.txt" in made_from.text_content()
+    svg = "{http://www.w3.org/2000/svg}"
+    drawing = etree.fromstring(
+        entity.text[entity.text.index("<svg") : entity.text.index("</svg>") + 6]
+    )
+    activity = next(g for g in drawing.iter(f"{svg}g") if g.get("class") == "node activity")
+    assert "parameter name = Lineage" in activity.findtext(f"{svg}title")
+    anchor = activity.find(f".//{svg}a")
+    assert anchor.get("{http://www.w3.org/1999/xlink}href") == f"/jobs/{job_id}"
+    assert not [g for g in drawing.iter(f"{svg}g") if g.get("class") == "node agent"]
+    with_agents = browser.get(f"{url}{entity_link}", params={"agents": "1"}).text
+    assert 'class="node agent"' in with_agents and "Hide agents" in with_agents
+    nothing = browser.get(f"{url}{entity_link}", params={"depth": "1"})
+    assert "What was made from it: nothing recorded" in nothing.text
     again = html.fromstring(entity.text).xpath("//a[text()='run again with the same parameters']")
     form = browser.get(f"{url}{again[0].get('href')}")
     assert html.fromstring(form.text).get_element_by_id("f-name").get("value") == "Lineage"
     # another user's entity is not found
     bob = signed_in(site, "bob")
     assert bob.get(f"{url}{entity_link}").status_code == 404
+
+
+def test_an_input_is_picked_from_earlier_results_or_given_by_url(site: Site) -> None:
+    url = site.server.url
+    browser = signed_in(site, "ada")
+    page = completed_job(site, browser, "Picked")
+    made = html.fromstring(browser.get(f"{url}{page}").text)
+    (entity_link,) = made.xpath("//ul[@class='results']//a[text()='lineage']/@href")
+    entity_id = entity_link.rsplit("/", 1)[1]
+    form = browser.get(f"{url}/new/opus_append")
+    tree = html.fromstring(form.text)
+    picks = tree.get_element_by_id("f-input-pick")
+    assert entity_id in picks.xpath("./option/@value")
+    assert tree.xpath("//label[@for='f-input-url']") and tree.xpath("//label[@for='f-input']")
+    assert "bob" not in form.text  # only ada's own results are offered
+    result_url = f"{url}{page.replace('/jobs/', '/rest/')}/results/greeting"
+    for given in (entity_id, result_url):
+        answer = browser.post(
+            f"{url}/new/opus_append",
+            data={"csrf": csrf_of(form), "input": given, "text": " appended"},
+            allow_redirects=False,
+        )
+        assert answer.status_code == 303, answer.text
+        job = str(answer.headers["Location"])
+        deadline = time.monotonic() + 30
+        while "phase-completed" not in (shown := browser.get(f"{url}{job}").text):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        steps = html.fromstring(shown).xpath("//table[@class='steps']")[0]
+        used = steps.xpath(f".//a[@href='/entities/{entity_id}']/text()")
+        assert used, shown  # the lineage shows the picked result as what the job used
+    # a URL the server may not fetch: the reason beside the input, nothing created
+    refused = browser.post(
+        f"{url}/new/opus_append",
+        data={"csrf": csrf_of(form), "input": "http://127.0.0.1:9/secret", "text": "x"},
+        allow_redirects=False,
+    )
+    assert refused.status_code == 400
+    error = html.fromstring(refused.text).get_element_by_id("input-error").text_content()
+    assert "127.0.0.1" in error or "address" in error, error
 
 
 def test_the_query_page_runs_adql_and_links_ids_to_pages(site: Site) -> None:

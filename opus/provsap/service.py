@@ -32,7 +32,8 @@ from opus.jobdefs.params import whole_number
 from opus.store import jobs as store
 from opus.store.db import Database
 from provenance import document, query
-from provenance.serializers import FORMATS, FormatUnavailable, serialize
+from provenance.document import Document
+from provenance.serializers import FORMATS, FormatUnavailable, GraphTooLarge, serialize
 
 DEFAULT_FORMAT = "PROV-JSON"
 
@@ -70,14 +71,15 @@ def parse(params: Mapping[str, Sequence[str]], default_depth: str = "1") -> Requ
     model = (_one(params, "MODEL") or "IVOA").upper()
     if model not in ("IVOA", "W3C"):
         raise ParameterError("MODEL", f"{model!r} is not IVOA or W3C")
-    agent = (_one(params, "AGENT") or "YES").upper()
-    if agent not in ("YES", "NO", "TRUE", "FALSE"):
-        raise ParameterError("AGENT", f"{agent!r} is not YES or NO")
     response_format = (_one(params, "RESPONSEFORMAT") or DEFAULT_FORMAT).upper()
     if response_format not in FORMATS:
         raise ParameterError(
             "RESPONSEFORMAT", f"{response_format!r} is not one of {', '.join(FORMATS)}"
         )
+    # a drawing shows agents on demand: they would cross every other edge
+    agent = (_one(params, "AGENT") or ("NO" if response_format == "PROV-SVG" else "YES")).upper()
+    if agent not in ("YES", "NO", "TRUE", "FALSE"):
+        raise ParameterError("AGENT", f"{agent!r} is not YES or NO")
     return Request(
         ids,
         depth,
@@ -121,15 +123,19 @@ class ProvenanceService:
         """The lineage asked for, walked as far as the caller may see."""
         if not request.ids:
             raise ParameterError("ID", "missing: give the id of an entity, activity or job")
+        with gc_paused():
+            return _serialize(self.lineage(caller, request, request_base), request.response_format)
+
+    def lineage(self, caller: Caller, request: Request, request_base: str) -> Document:
+        """The document of the lineage asked for, walked as far as the caller may see."""
         base = self.base(request_base)
         allowed = visible_nodes(caller)
         starts, artefacts = self._resolve(request.ids, allowed, base)
-        with gc_paused(), self.db.read() as conn:
+        with self.db.read() as conn:
             chosen = query.select_records(
                 conn, starts, request.depth, request.direction, request.agents, allowed
             )
-            doc = document.build(conn, chosen, namespaces(base), request.model, base, artefacts)
-            return _serialize(doc, request.response_format)
+            return document.build(conn, chosen, namespaces(base), request.model, base, artefacts)
 
     def job_document(self, job_id: str, request: Request, request_base: str) -> tuple[bytes, str]:
         """A job's activity with what it used, generated and who ran it (one hop each way)."""
@@ -198,5 +204,7 @@ def gc_paused() -> Iterator[None]:
 def _serialize(doc: document.Document, response_format: str) -> tuple[bytes, str]:
     try:
         return serialize(doc, response_format)
+    except GraphTooLarge as exc:
+        raise ParameterError("DEPTH", str(exc)) from None
     except FormatUnavailable as exc:
         raise Unavailable(f"RESPONSEFORMAT={response_format}: {exc}") from None

@@ -470,6 +470,23 @@ def get_entity(
     return _entity(row) if row else None
 
 
+def recent_results(conn: Connection, owner: str, limit: int) -> list[tuple[EntityRecord, str]]:
+    """The newest results of the owner's jobs, each with its job's definition (what a
+    form offers as inputs)."""
+    query = (
+        select(entities, jobs.c.jobdef)
+        .join(jobs, jobs.c.id == entities.c.job_id)
+        .where(jobs.c.owner == owner, entities.c.origin == "result")
+        .order_by(entities.c.creation_time.desc(), entities.c.id)
+        .limit(limit)
+    )
+    found = []
+    for row in conn.execute(query):
+        *values, jobdef = row
+        found.append((EntityRecord(**dict(zip(entities.c.keys(), values, strict=True))), jobdef))
+    return found
+
+
 def get_results(conn: Connection, job_id: str) -> list[EntityRecord]:
     rows = conn.execute(
         select(entities)

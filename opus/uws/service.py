@@ -164,6 +164,14 @@ class JobService:
             raise NotFound(f"no stored entity {entity_id!r}")
         return entity
 
+    def recent_results(self, caller: Caller, limit: int) -> list[tuple[store.EntityRecord, str]]:
+        """The newest results of the caller's own jobs, with their jobs' definitions (none
+        for a visitor: its jobs are nobody's)."""
+        if caller.name is None:
+            return []
+        with self.db.read() as conn:
+            return store.recent_results(conn, caller.name, limit)
+
     # -- job list --------------------------------------------------------------------------
 
     def list_jobs(

@@ -26,6 +26,7 @@ class Field:
     options: list[str] = field(default_factory=list)
     multiple: bool = False  # a file input taking several files
     accept: str = ""
+    choices: tuple[tuple[str, str], ...] = ()  # an input: (entity id, label) to pick from
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def _parameter(p: ParameterDef) -> Field:
     return Field(control="text", **common)  # type: ignore[arg-type]
 
 
-def _input(u: UsedDef) -> Field:
+def _input(u: UsedDef, choices: tuple[tuple[str, str], ...]) -> Field:
     return Field(
         name=u.name,
         control="file",
@@ -66,15 +67,18 @@ def _input(u: UsedDef) -> Field:
         required=u.required and not u.default,
         multiple=u.multiplicity != 1,
         accept="" if u.content_type == "application/octet-stream" else u.content_type,
+        choices=choices,
     )
 
 
-def form_of(jobdef: JobDefinition) -> Form:
+def form_of(jobdef: JobDefinition, choices: tuple[tuple[str, str], ...] = ()) -> Form:
+    """The form of a definition; each input may also be one of `choices`, the user's
+    earlier results."""
     fields = [_parameter(p) for p in jobdef.parameters]
     return Form(
         jobdef,
         [f for f in fields if f.required],
         [f for f in fields if not f.required and f.name != RERUN]
         + [f for f in fields if f.name == RERUN],
-        [_input(u) for u in jobdef.used],
+        [_input(u, choices) for u in jobdef.used],
     )

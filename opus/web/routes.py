@@ -25,16 +25,19 @@ from opus.auth import Caller, Identities
 from opus.config import Settings
 from opus.errors import NotFound, OpusError, ParameterError, Unauthorized
 from opus.http import base_url, caller, router, see_other
-from opus.ids import entity_qname, namespace_uri
+from opus.ids import entity_qname, job_qname, namespace_uri
 from opus.jobdefs.model import JobDefinition
 from opus.phases import FINAL
+from opus.provsap.service import ProvenanceService, Request
 from opus.tap.examples import examples
 from opus.tap.service import TapError, TapService, tap_request
 from opus.timeutil import format_datetime
 from opus.uws.routes import form_fields
 from opus.uws.service import JobService
 from opus.web.forms import form_of
+from opus.web.lineage import Lineage, lineage, merged, page_link
 from opus.web.session import COOKIE, LIFETIME, VISITOR, Sessions
+from provenance.document import Document
 
 TEMPLATES = Path(str(resources.files("opus.templates")))
 STATIC = Path(str(resources.files("opus.static")))
@@ -42,7 +45,7 @@ HTML = "text/html; charset=utf-8"
 RECENT = 10  # jobs on the home page
 PAGE = 50  # jobs a page of the job list
 QUERY_ROWS = 1000  # rows the query page shows at most
-LINEAGE_ROWS = 500
+PICKS = 50  # earlier results a form offers as inputs
 # the paths of the web pages: the session cookie signs a caller in on them (and on GETs)
 WEB_PREFIXES = (
     "/login",
@@ -68,6 +71,7 @@ def environment() -> Environment:
     )
     env.filters["when"] = lambda value: format_datetime(value) if value else ""
     env.globals["FINAL"] = sorted(FINAL)
+    env.globals["page_link"] = page_link
     return env
 
 
@@ -75,6 +79,7 @@ def install(
     app: bottle.Bottle,
     jobs: JobService,
     tap: TapService,
+    provenance: ProvenanceService,
     accounts: Accounts,
     identities: Identities,
     sessions: Sessions,
@@ -173,13 +178,29 @@ def install(
         recent = jobs.page(who, None, None, RECENT)
         return render("home.html", groups=sorted(groups.items()), recent=recent)
 
+    def form_page(
+        who: Caller,
+        jobdef: JobDefinition,
+        values: dict[str, str],
+        errors: dict[str, str] | None = None,
+    ) -> str:
+        """A definition's form; its inputs may also be picked from the user's results."""
+        picks = jobs.recent_results(who, PICKS) if jobdef.used else []
+        choices = tuple(
+            (e.id, f"{e.file_name} ({e.content_type}) of {jobdef_name} job {e.job_id}")
+            for e, jobdef_name in picks
+        )
+        form = form_of(jobdef, choices)
+        status = 400 if errors else 200
+        return render("form.html", status, form=form, errors=errors or {}, values=values)
+
     @route("/new/<name>")
     def new_job(name: str) -> str:
         """The form, filled with the defaults, or with the values given in the query
         ("run again with the same parameters")."""
         who = signed_in()
         values = dict(bottle.request.query.decode().allitems())
-        return render("form.html", form=form_of(jobs.jobdef(who, name)), errors={}, values=values)
+        return form_page(who, jobs.jobdef(who, name), values)
 
     @route("/new/<name>", method="POST")
     def submit(name: str) -> str:
@@ -193,18 +214,24 @@ def install(
         try:
             job_id = jobs.create(who, name, [*fields, ("PHASE", "RUN")], uploads, base_url())
         except ParameterError as exc:
-            values = dict(fields)
-            return render(
-                "form.html", 400, form=form_of(jobdef), errors={exc.name: exc.reason}, values=values
-            )
+            return form_page(who, jobdef, dict(fields), {exc.name: exc.reason})
         raise see_other(f"/jobs/{name}/{job_id}")
 
     @route("/jobs/<name>/<job_id>")
     def job_page(name: str, job_id: str) -> str:
         who = signed_in()
         view = jobs.get(who, name, job_id)
+        agents = _flag(bottle.request.query.get("agents"))
+        starts = [job_qname(job_id), *(entity_qname(r.id) for r in view.results)]
+        found = recorded(who, _walk(starts, None, "BACK", agents))
+        drawn = lineage(found) if found else None
         return render(
-            "job.html", view=view, jobdef=jobs.jobdef(who, name), final=view.job.phase in FINAL
+            "job.html",
+            view=view,
+            jobdef=jobs.jobdef(who, name),
+            final=view.job.phase in FINAL,
+            lineage=drawn,
+            agents=agents,
         )
 
     @route("/jobs/<job_id:re:[0-9a-f]{16}>")
@@ -298,6 +325,14 @@ def install(
         found = run_query(who, adql, QUERY_ROWS) if adql else None
         return render("query.html", adql=adql, found=found, examples=examples(*newest))
 
+    def recorded(who: Caller, walk: Request) -> Document | None:
+        """The lineage walked, None where nothing is recorded yet (a job that has not
+        ended, a file no job has used)."""
+        try:
+            return provenance.lineage(who, walk, base_url())
+        except NotFound:
+            return None
+
     @route("/entities/<entity_id>")
     def entity_page(entity_id: str) -> str:
         who = signed_in()
@@ -307,21 +342,33 @@ def install(
             with contextlib.suppress(OpusError):
                 maker = jobs.get(who, jobs.job_by_id(who, entity.job_id).jobdef, entity.job_id)
         depth = _depth(bottle.request.query.get("depth"))
-        uri = namespace_uri(tap.base(base_url())) + entity_qname(entity.id).partition(":")[2]
-        quoted = uri.replace("'", "''")
-        lineage = {
-            direction: run_query(
-                who,
-                f"SELECT id, node_type, depth, relation FROM {function}('{quoted}', {depth})"
-                " ORDER BY depth, id",
-                LINEAGE_ROWS,
-            )
-            for direction, function in (
-                ("up", "find_prov_precursors"),
-                ("down", "find_prov_descendants"),
-            )
+        agents = _flag(bottle.request.query.get("agents"))
+        start = [entity_qname(entity.id)]
+        up = recorded(who, _walk(start, depth, "BACK", agents))
+        down = recorded(who, _walk(start, depth, "FORTH", agents))
+        sides: dict[str, Lineage | None] = {
+            "up": lineage(up) if up else None,
+            "down": lineage(down) if down else None,
         }
-        return render("entity.html", entity=entity, maker=maker, lineage=lineage, depth=depth)
+        drawn = lineage(merged(up, down)) if up and down else None
+        return render(
+            "entity.html",
+            entity=entity,
+            maker=maker,
+            lineage=drawn,
+            sides=sides,
+            depth=depth,
+            agents=agents,
+        )
+
+
+def _walk(ids: list[str], depth: int | None, direction: str, agents: bool) -> Request:
+    """A ProvSAP walk for a page: the IVOA model (parameters in the tooltips)."""
+    return Request(ids, depth, direction, "IVOA", agents, "PROV-SVG")  # type: ignore[arg-type]
+
+
+def _flag(text: str | None) -> bool:
+    return (text or "").lower() in ("1", "true", "yes", "on")
 
 
 def _depth(text: str | None) -> int:

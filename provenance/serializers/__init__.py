@@ -1,9 +1,9 @@
 """Serializations of a provenance document: PROV-JSON, PROV-N, PROV-XML and PROV-VOTABLE
 written directly (prov 3 reads each back equal), PROV-SVG by graphviz.
 
-A format whose program or Python package is missing (PROV-SVG without graphviz's
-``dot`` or without ``prov[dot]``) raises FormatUnavailable when it is asked for; the
-others are not affected.
+A format whose program is missing (PROV-SVG without graphviz's ``dot``) raises
+FormatUnavailable when it is asked for, as does a graph too large to draw
+(GraphTooLarge); the other formats are not affected.
 """
 
 from __future__ import annotations
@@ -11,7 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from provenance.document import Document
-from provenance.serializers.graph import FormatUnavailable, GraphvizMissing, to_svg
+from provenance.serializers.graph import (
+    FormatUnavailable,
+    GraphTooLarge,
+    GraphvizMissing,
+    to_svg,
+)
 from provenance.serializers.provjson import to_json
 from provenance.serializers.provn import to_provn
 from provenance.serializers.provxml import to_provxml
@@ -25,7 +30,7 @@ FORMATS: dict[str, tuple[Callable[[Document], bytes], str]] = {
     "PROV-SVG": (to_svg, "image/svg+xml"),
 }
 
-__all__ = ["FORMATS", "FormatUnavailable", "GraphvizMissing", "serialize"]
+__all__ = ["FORMATS", "FormatUnavailable", "GraphTooLarge", "GraphvizMissing", "serialize"]
 
 
 def serialize(doc: Document, response_format: str) -> tuple[bytes, str]:
