@@ -88,8 +88,12 @@ def main() -> None:
             engine.dispose()
             log(f"{args.jobs} jobs written")
             session = requests.Session()
+            form = session.get(f"{server.url}/login").text
+            csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
             signed = session.post(
-                f"{server.url}/login", data={"name": "ada", "token": token}, allow_redirects=False
+                f"{server.url}/login",
+                data={"name": "ada", "token": token, "csrf": csrf},
+                allow_redirects=False,
             )
             assert signed.status_code == 303, signed.text
             middle = f"{args.jobs // 2:016x}"

@@ -21,7 +21,7 @@ import hmac
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -269,19 +269,27 @@ class Identities:
                 )
             return self.anonymous
         user, token = credentials(authorization)
-        digest = _digest(token)
+        found = self._cached(_digest(token), lambda: self._verify(user, token))
+        if user is not None and user != found.name:
+            raise Unauthorized("the token is not that user's")
+        return found
+
+    def session(self, name: str) -> Caller:
+        """The caller a signed session cookie names (cached as a token's caller is)."""
+        return self._cached("session:" + name, lambda: self.load(name))
+
+    def _cached(self, key: str, make: Callable[[], Caller]) -> Caller:
+        """The caller found for `key` less than CACHE_SECONDS ago, else made now."""
         now = time.monotonic()
         with self._lock:
-            cached = self._cache.get(digest)
+            cached = self._cache.get(key)
         if cached is not None and now - cached[0] < CACHE_SECONDS:
-            if user is not None and user != cached[1].name:
-                raise Unauthorized("the token is not that user's")
             return cached[1]
-        found = self._verify(user, token)
+        found = make()
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[digest] = (now, found)
+            self._cache[key] = (now, found)
         return found
 
     def _verify(self, user: str | None, token: str) -> Caller:

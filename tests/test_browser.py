@@ -119,12 +119,12 @@ def test_an_astronomers_session_from_sign_in_to_sign_out(
     page.evaluate("window.stillThisPage = true")
     assert page.locator("#phase").inner_text() in ("QUEUED", "EXECUTING")
     page.locator("#phase", has_text="COMPLETED").wait_for(timeout=20_000)
-    page.get_by_role("link", name="done").wait_for()
+    page.get_by_role("link", name="done", exact=True).wait_for()
     assert page.evaluate("window.stillThisPage") is True
 
     # a result downloaded
     with page.expect_download() as download:
-        page.get_by_role("link", name="done").click()
+        page.get_by_role("link", name="done", exact=True).click()
     assert Path(download.value.path()).read_text() == "slept\n"
 
     # the provenance graph opens
@@ -148,11 +148,25 @@ def test_an_astronomers_session_from_sign_in_to_sign_out(
     append_id = made.headers["Location"].rsplit("/", 1)[1]
     page.goto(f"{url}/jobs/opus_append/{append_id}")
     page.locator("#phase", has_text="COMPLETED").wait_for(timeout=20_000)
-    page.get_by_role("link", name="lineage").first.click()
-    page.wait_for_url(re.compile(rf"{url}/entities/[0-9a-f]+"))
-    page.locator("table.result a", has_text=f"job_{sleeper_id}").first.click()
+    # the graph drawn in the page: both jobs, attributes in tooltips, no agents until asked
+    graph = page.locator(".graph svg")
+    graph.locator("g.node.activity").nth(1).wait_for()  # once the page has its new part
+    assert graph.locator("g.node.activity").count() == 2
+    assert graph.locator("g.node.agent").count() == 0
+    sleeper_node = graph.locator("g.node.activity", has_text="sleeper")
+    assert "parameter seconds = 1.2" in sleeper_node.locator("title").text_content()
+    page.get_by_role("link", name="Show agents").click()
+    page.locator(".graph svg g.node.agent").first.wait_for()
+    # up the lineage: the node of the job that made the input leads to its page
+    page.locator(".graph svg g.node.activity", has_text="sleeper").locator("a").click()
     page.wait_for_url(sleeper_url)
     assert "sleeper job" in page.locator("h1").inner_text()
+    # and through the entity page's table of the same lineage
+    page.goto(f"{url}/jobs/opus_append/{append_id}")
+    page.get_by_role("link", name="lineage").first.click()
+    page.wait_for_url(re.compile(rf"{url}/entities/[0-9a-f]+"))
+    page.locator(f"table.steps a[href='/jobs/{sleeper_id}']").click()
+    page.wait_for_url(sleeper_url)
 
     # an ADQL query, its ids linking to pages
     page.get_by_role("link", name="Query").click()

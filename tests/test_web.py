@@ -49,7 +49,7 @@ def signed_in(site: Site, name: str) -> requests.Session:
     assert form.status_code == 200
     answer = browser.post(
         f"{site.server.url}/login",
-        data={"name": name, "token": site.tokens[name], "next": "/jobs"},
+        data={"name": name, "token": site.tokens[name], "next": "/jobs", "csrf": csrf_of(form)},
         allow_redirects=False,
     )
     assert answer.status_code == 303 and answer.headers["Location"] == "/jobs"
@@ -64,8 +64,13 @@ def test_a_visitor_is_sent_to_sign_in_and_a_wrong_token_is_refused(site: Site) -
     page = visitor.get(f"{url}/login")
     doc = html.fromstring(page.text)
     assert doc.xpath("//label[@for='name']") and doc.xpath("//input[@id='token'][@type='password']")
-    wrong = visitor.post(f"{url}/login", data={"name": "ada", "token": site.tokens["bob"]})
+    wrong = visitor.post(
+        f"{url}/login", data={"name": "ada", "token": site.tokens["bob"], "csrf": csrf_of(page)}
+    )
     assert wrong.status_code == 401 and "wrong user name or token" in wrong.text
+    # a sign-in posted from another site (no CSRF token of this browser's) is refused
+    forged = requests.post(f"{url}/login", data={"name": "ada", "token": site.tokens["ada"]})
+    assert forged.status_code == 403 and "opus_session" not in forged.cookies
     assert "opus_session" not in visitor.cookies
     assert visitor.get(f"{url}/rest/hello").status_code == 401  # the REST API needs credentials
 
@@ -73,8 +78,11 @@ def test_a_visitor_is_sent_to_sign_in_and_a_wrong_token_is_refused(site: Site) -
 def test_signing_in_sets_a_safe_session_cookie_and_signing_out_ends_it(site: Site) -> None:
     url = site.server.url
     browser = requests.Session()
+    form = browser.get(f"{url}/login")
     answer = browser.post(
-        f"{url}/login", data={"name": "ada", "token": site.tokens["ada"]}, allow_redirects=False
+        f"{url}/login",
+        data={"name": "ada", "token": site.tokens["ada"], "csrf": csrf_of(form)},
+        allow_redirects=False,
     )
     cookie = answer.headers["Set-Cookie"]
     assert cookie.startswith("opus_session=")

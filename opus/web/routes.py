@@ -139,6 +139,7 @@ def install(
 
     @route("/login", method="POST")
     def login() -> str:
+        check_csrf()  # no signing a browser in as someone else (login CSRF)
         form = bottle.request.forms
         name, token = (form.get("name") or "").strip(), (form.get("token") or "").strip()
         try:
@@ -430,7 +431,7 @@ def web_caller(
         if user is None:
             return None
         try:
-            return identities.load(user)
+            return identities.session(user)
         except OpusError:
             return None
 
