@@ -22,7 +22,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 XLINK = "{http://www.w3.org/1999/xlink}"
 NAMESPACES = {"ex": "http://example.org/prov/"}
 SCREEN = (1920, 1080)  # px
-TRICKY = '<b>x</b> & "q" \\N'
+TRICKY = '<b onclick="x">x & "q" \\N'
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +182,14 @@ def test_too_large_a_graph_is_refused_before_it_is_laid_out() -> None:
         doc.add("entity", f"ex:e{i}", {}, prov__label=f"e{i}")
     with pytest.raises(GraphTooLarge, match="DEPTH"):
         to_svg(doc)
+
+
+def test_long_names_keep_the_part_that_tells_them_apart() -> None:
+    doc = document.Document(dict(NAMESPACES))
+    for n in ("023559", "023592"):
+        name = f"hess-dl3-dr1/data/hess_dl3_dr1_obs_id_{n}.fits.gz[EVENTS]"
+        doc.add("entity", f"ex:{n}", {}, prov__label=name)
+    svg = ET.fromstring(to_svg(doc))
+    drawn = sorted(t.text or "" for t in svg.iter(f"{SVG}text"))
+    assert len(set(drawn)) == 2 and all(n in d for n, d in zip(("023559", "023592"), drawn))
+    assert all(len(d) <= 32 and "/" not in d for d in drawn), drawn

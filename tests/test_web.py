@@ -11,9 +11,12 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
+from astropy.io import fits
 from lxml import etree, html
 
 from tests.servers import Server, launch, new_user
@@ -296,6 +299,53 @@ def test_an_input_is_picked_from_earlier_results_or_given_by_url(site: Site) -> 
     assert refused.status_code == 400
     error = html.fromstring(refused.text).get_element_by_id("input-error").text_content()
     assert "127.0.0.1" in error or "address" in error, error
+
+
+def test_pages_preview_a_fits_map_and_a_table(site: Site, tmp_path: Path) -> None:
+    url = site.server.url
+    browser = signed_in(site, "ada")
+    y, x = np.mgrid[0:64, 0:64]
+    fits_file = tmp_path / "map.fits"
+    fits.PrimaryHDU(np.exp(-((x - 20) ** 2 + (y - 40) ** 2) / 30.0)).writeto(fits_file)
+    for name, body, content_type in (
+        ("map.fits", fits_file.read_bytes(), "application/fits"),
+        ("stars.csv", b"name,mag\n<b>Vega</b>,0.03\n", "text/csv"),
+    ):
+        form = browser.get(f"{url}/new/opus_append")
+        made = browser.post(
+            f"{url}/new/opus_append",
+            data={"csrf": csrf_of(form), "text": "x"},
+            files={"input": (name, body, content_type)},
+            allow_redirects=False,
+        )
+        assert made.status_code == 303, made.text
+        job = str(made.headers["Location"])
+        deadline = time.monotonic() + 30
+        while "phase-completed" not in (page := browser.get(f"{url}{job}").text):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        steps = html.fromstring(page).xpath("//table[@class='steps']")[0]
+        (entity,) = steps.xpath(f".//a[text()='{name}']/@href")
+        shown = browser.get(f"{url}{entity}")
+        tree = html.fromstring(shown.text)
+        if name == "map.fits":
+            assert "HDU 0 PRIMARY (64 x 64)" in tree.text_content()
+            (src,) = tree.xpath("//img[@class='preview']/@src")
+            image = browser.get(f"{url}{src}")
+            assert image.status_code == 200 and image.headers["Content-Type"] == "image/png"
+            assert image.content.startswith(b"\x89PNG")
+            assert bob_cannot(site, f"{url}{src}")
+        else:
+            table = tree.xpath("//table[@class='preview']")[0]
+            assert table.xpath(".//th/text()") == ["name", "mag"]
+            assert table.xpath(".//td/text()")[0] == "<b>Vega</b>"  # shown, not markup
+            assert "<b>Vega" not in shown.text
+            # a text result is previewed on its job's page
+            assert "preview" in page and "x" in html.fromstring(page).xpath("string(//pre)")
+
+
+def bob_cannot(site: Site, address: str) -> bool:
+    return signed_in(site, "bob").get(address).status_code == 404
 
 
 def test_the_query_page_runs_adql_and_links_ids_to_pages(site: Site) -> None:

@@ -9,6 +9,7 @@ the request came over TLS.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from opus.ids import entity_qname, job_qname, namespace_uri
 from opus.jobdefs.model import JobDefinition
 from opus.phases import FINAL
 from opus.provsap.service import ProvenanceService, Request
+from opus.store.jobs import EntityRecord
 from opus.tap.examples import examples
 from opus.tap.service import TapError, TapService, tap_request
 from opus.timeutil import format_datetime
@@ -36,6 +38,7 @@ from opus.uws.routes import form_fields
 from opus.uws.service import JobService
 from opus.web.forms import form_of
 from opus.web.lineage import Lineage, lineage, merged, page_link
+from opus.web.previews import Preview, fits_png, preview
 from opus.web.session import COOKIE, LIFETIME, VISITOR, Sessions
 from provenance.document import Document
 
@@ -46,6 +49,7 @@ RECENT = 10  # jobs on the home page
 PAGE = 50  # jobs a page of the job list
 QUERY_ROWS = 1000  # rows the query page shows at most
 PICKS = 50  # earlier results a form offers as inputs
+PREVIEWS = 12  # results a job page previews (each result's entity page has its own)
 # the paths of the web pages: the session cookie signs a caller in on them (and on GETs)
 WEB_PREFIXES = (
     "/login",
@@ -233,6 +237,7 @@ def install(
             final=view.job.phase in FINAL,
             lineage=drawn,
             agents=agents,
+            previews={r.id: shown(r) for r in view.results[:PREVIEWS]},
         )
 
     @route("/jobs/<job_id:re:[0-9a-f]{16}>")
@@ -334,6 +339,27 @@ def install(
         except NotFound:
             return None
 
+    def stored_file(entity: EntityRecord) -> Path | None:
+        """The stored file of an entity, unless a link was put in its place since."""
+        path = settings.data_dir / entity.path
+        return path if os.path.realpath(path) == str(path) and path.is_file() else None
+
+    def shown(entity: EntityRecord) -> Preview | None:
+        path = stored_file(entity)
+        return preview(path, entity.content_type, entity.file_name) if path else None
+
+    @route("/entities/<entity_id>/image.png")
+    def fits_image(entity_id: str) -> bytes:
+        """The image preview of a FITS file (its first image HDU)."""
+        entity = jobs.entity(signed_in(), entity_id)
+        path = stored_file(entity)
+        png = fits_png(path) if path else None
+        if png is None:
+            raise NotFound(f"{entity.file_name} has no image to preview")
+        bottle.response.content_type = "image/png"
+        bottle.response.set_header("Cache-Control", "private, max-age=3600")
+        return png
+
     @route("/entities/<entity_id>")
     def entity_page(entity_id: str) -> str:
         who = signed_in()
@@ -360,6 +386,7 @@ def install(
             sides=sides,
             depth=depth,
             agents=agents,
+            preview=shown(entity),
         )
 
 

@@ -41,7 +41,7 @@ ET.register_namespace("", SVG)
 ET.register_namespace("xlink", XLINK)
 
 MAX_NODES = 2000  # beyond this dot takes minutes and no screen shows the drawing
-LABEL_CHARS = 28
+LABEL_CHARS = 32
 DOT_SECONDS = 60
 ARTEFACTS = {"voprov:ActivityDescription", "voprov:Parameter", "voprov:Context"}
 STYLE = {
@@ -108,8 +108,12 @@ def _attributes(record: Record) -> list[str]:
 
 
 def _short(text: str) -> str:
+    """A label for the drawing: a path's last part, and of a long name its end (files of
+    one folder differ there)."""
     text = " ".join(text.split())
-    return text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1] + "…"
+    if "/" in text.rstrip("/") and "://" not in text:
+        text = text.rstrip("/").rsplit("/", 1)[1]
+    return text if len(text) <= LABEL_CHARS else "…" + text[-(LABEL_CHARS - 1) :]
 
 
 def graph_of(doc: Document) -> Graph:
