@@ -191,5 +191,7 @@ def test_long_names_keep_the_part_that_tells_them_apart() -> None:
         doc.add("entity", f"ex:{n}", {}, prov__label=name)
     svg = ET.fromstring(to_svg(doc))
     drawn = sorted(t.text or "" for t in svg.iter(f"{SVG}text"))
-    assert len(set(drawn)) == 2 and all(n in d for n, d in zip(("023559", "023592"), drawn))
+    assert len(set(drawn)) == 2 and all(
+        n in d for n, d in zip(("023559", "023592"), drawn, strict=True)
+    )
     assert all(len(d) <= 32 and "/" not in d for d in drawn), drawn
