@@ -469,6 +469,15 @@ def test_the_job_list_pages_through_many_jobs(site: Site) -> None:
         nxt = doc.xpath("//a[@rel='next']/@href")
         path = nxt[0] if nxt else None
     assert seen[:120] == [f"paged-{i}" for i in reversed(range(120))]
+    oldest: list[str] = []  # and oldest first, through every hello job of the module
+    path = "/jobs?jobdef=hello&order=oldest"
+    while path:
+        doc = html.fromstring(browser.get(f"{url}{path}").text)
+        oldest += [a.text for a in doc.xpath("//table[@class='jobs']//td[1]/a")]
+        nxt = doc.xpath("//a[@rel='next']/@href")
+        path = nxt[0] if nxt else None
+    assert [s for s in oldest if s.startswith("paged-")] == [f"paged-{i}" for i in range(120)]
+    assert oldest[-120:] == [f"paged-{i}" for i in range(120)]
     bob = signed_in(site, "bob")
     assert "paged-" not in bob.get(f"{url}/jobs").text
     assert bob.get(f"{url}/jobs", params={"phase": "DANCING"}).status_code == 400

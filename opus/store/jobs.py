@@ -261,20 +261,24 @@ def page_of_jobs(
     phase: str | None,
     visible: ColumnElement[bool],
     limit: int,
-    before: tuple[datetime, str] | None = None,
+    start: tuple[datetime, str] | None = None,
+    oldest_first: bool = False,
 ) -> list[JobRecord]:
-    """Newest first, `limit` jobs of these definitions (and phase), created before the
-    (creation time, id) given: a page that the next begins where it ended (keyset
-    paging: a page deep in 10,000 jobs costs what the first does)."""
+    """`limit` jobs of these definitions (and phase), newest (or oldest) first, after the
+    (creation time, id) given in that order: a page that the next begins where it ended
+    (keyset paging: a page deep in 10,000 jobs costs what the first does)."""
     query = select(jobs).where(jobs.c.jobdef.in_(list(jobdefs)), visible)
     if phase:
         query = query.where(jobs.c.phase == phase)
-    if before is not None:
-        at, job_id = before
-        query = query.where(
-            or_(jobs.c.creation_time < at, (jobs.c.creation_time == at) & (jobs.c.id < job_id))
-        )
-    query = query.order_by(jobs.c.creation_time.desc(), jobs.c.id.desc()).limit(limit)
+    time, key = jobs.c.creation_time, jobs.c.id
+    if start is not None:
+        at, job_id = start
+        if oldest_first:
+            query = query.where(or_(time > at, (time == at) & (key > job_id)))
+        else:
+            query = query.where(or_(time < at, (time == at) & (key < job_id)))
+    order = (time.asc(), key.asc()) if oldest_first else (time.desc(), key.desc())
+    query = query.order_by(*order).limit(limit)
     return [_job(row) for row in conn.execute(query)]
 
 

@@ -215,20 +215,26 @@ class JobService:
         jobdef: str | None,
         phase: str | None,
         size: int,
-        before: str | None = None,
+        start: str | None = None,
+        oldest_first: bool = False,
     ) -> list[store.JobRecord]:
-        """A page of the jobs the caller may see, newest first, across definitions (or of
-        one), before the job `before` (the last of the page before)."""
+        """A page of the jobs the caller may see, newest (or oldest) first, across
+        definitions (or of one), after the job `start` (the last of the page before)."""
         names = [d.name for d in self.jobdefs(caller)]
         if jobdef:
             names = [self.jobdef(caller, jobdef).name]
         if phase and phase.upper() not in PHASES:
             raise ParameterError("phase", f"{phase!r} is not a UWS phase")
         with self.db.read() as conn:
-            after = store.get_job(conn, before) if before and is_id(before) else None
-            start = (after.creation_time, after.id) if after else None
+            after = store.get_job(conn, start) if start and is_id(start) else None
             return store.page_of_jobs(
-                conn, names, phase.upper() if phase else None, visible_jobs(caller), size, start
+                conn,
+                names,
+                phase.upper() if phase else None,
+                visible_jobs(caller),
+                size,
+                (after.creation_time, after.id) if after else None,
+                oldest_first,
             )
 
     # -- creation and parameters -----------------------------------------------------------

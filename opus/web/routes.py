@@ -269,7 +269,8 @@ def install(
         who = signed_in()
         query = bottle.request.query
         wanted, phase = query.get("jobdef") or "", query.get("phase") or ""
-        found = jobs.page(who, wanted or None, phase or None, PAGE + 1, query.get("before"))
+        oldest = query.get("order") == "oldest"
+        found = jobs.page(who, wanted or None, phase or None, PAGE + 1, query.get("before"), oldest)
         more = found[PAGE - 1].id if len(found) > PAGE else None
         return render(
             "jobs.html",
@@ -277,6 +278,7 @@ def install(
             definitions=[d.name for d in jobs.jobdefs(who)],
             wanted=wanted,
             phase=phase,
+            oldest=oldest,
             more=more,
         )
 
