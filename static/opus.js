@@ -1,7 +1,8 @@
 // Live phases: each element with data-job follows its job with UWS WAIT (the server
-// answers when the phase changes: a long poll, not a polling loop). Once its job has
-// ended, a job page fetches itself again and shows its new main part (results, error)
-// without reloading the page.
+// answers when the phase changes: a long poll, not a polling loop). On a job page each
+// change fetches the page again and shows its new main part (progress, results, error,
+// lineage) without reloading the page; a running job's elapsed time and progress bar
+// count up from its start time on the browser's clock (no request).
 "use strict";
 const FINAL = ["COMPLETED", "ERROR", "ABORTED", "ARCHIVED"];
 
@@ -20,11 +21,15 @@ async function follow(element) {
     const doc = new DOMParser().parseFromString(await answer.text(), "application/xml");
     const found = doc.getElementsByTagNameNS("http://www.ivoa.net/xml/UWS/v1.0", "phase")[0];
     if (!found) return;
+    const changed = found.textContent !== phase;
     phase = found.textContent;
     element.textContent = phase;
     element.className = `phase phase-${phase.toLowerCase()}`;
+    if (changed && element.dataset.reload) {
+      await refresh(); // the new main part follows the job from here
+      return;
+    }
   }
-  if (element.dataset.reload) await refresh();
 }
 
 async function refresh() {
@@ -32,7 +37,32 @@ async function refresh() {
   if (!answer.ok) return;
   const page = new DOMParser().parseFromString(await answer.text(), "text/html");
   const fresh = page.getElementById("main");
-  if (fresh) document.getElementById("main").replaceChildren(...fresh.childNodes);
+  const main = document.getElementById("main");
+  if (!fresh) return;
+  main.replaceChildren(...fresh.childNodes);
+  start(main);
 }
 
-document.querySelectorAll("[data-job]").forEach((element) => follow(element));
+function tick(root) {
+  const clocks = root.querySelectorAll("[data-start]");
+  if (!clocks.length) return;
+  const update = () => {
+    clocks.forEach((clock) => {
+      if (!clock.isConnected) return;
+      const seconds = Math.max(0, Math.floor((Date.now() - Date.parse(clock.dataset.start)) / 1000));
+      if (clock.tagName === "PROGRESS") clock.value = Math.min(seconds, clock.max);
+      else clock.textContent = String(seconds);
+    });
+  };
+  const timer = setInterval(() => {
+    if (![...clocks].some((clock) => clock.isConnected)) clearInterval(timer);
+    else update();
+  }, 1000);
+}
+
+function start(root) {
+  root.querySelectorAll("[data-job]").forEach((element) => follow(element));
+  tick(root);
+}
+
+start(document);

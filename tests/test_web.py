@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -203,18 +204,35 @@ def test_one_users_jobs_never_appear_on_anothers_pages(site: Site) -> None:
     assert bob.get(f"{url}{page}").status_code == 404
 
 
+def submitted(
+    site: Site, browser: requests.Session, jobdef: str, data: dict[str, str], **files: Any
+) -> str:
+    """A job submitted through its form (as a browser does): its page's path."""
+    url = site.server.url
+    form = browser.get(f"{url}/new/{jobdef}")
+    made = browser.post(
+        f"{url}/new/{jobdef}",
+        data={"csrf": csrf_of(form), **data},
+        files=files or None,
+        allow_redirects=False,
+    )
+    assert made.status_code == 303, made.text
+    return str(made.headers["Location"])
+
+
+def completed(site: Site, browser: requests.Session, page: str) -> str:
+    """The job page's HTML once the job has completed."""
+    deadline = time.monotonic() + 30
+    while "phase-completed" not in (shown := browser.get(f"{site.server.url}{page}").text):
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.2)
+    return shown
+
+
 def completed_job(site: Site, browser: requests.Session, name: str) -> str:
     """A hello job run through the form: its page's path, once it has completed."""
-    url = site.server.url
-    form = browser.get(f"{url}/new/hello")
-    made = browser.post(
-        f"{url}/new/hello", data={"csrf": csrf_of(form), "name": name}, allow_redirects=False
-    )
-    page = str(made.headers["Location"])
-    deadline = time.monotonic() + 30
-    while "phase-completed" not in browser.get(f"{url}{page}").text:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    page = submitted(site, browser, "hello", {"name": name})
+    completed(site, browser, page)
     return page
 
 
@@ -276,17 +294,8 @@ def test_an_input_is_picked_from_earlier_results_or_given_by_url(site: Site) -> 
     assert "bob" not in form.text  # only ada's own results are offered
     result_url = f"{url}{page.replace('/jobs/', '/rest/')}/results/greeting"
     for given in (entity_id, result_url):
-        answer = browser.post(
-            f"{url}/new/opus_append",
-            data={"csrf": csrf_of(form), "input": given, "text": " appended"},
-            allow_redirects=False,
-        )
-        assert answer.status_code == 303, answer.text
-        job = str(answer.headers["Location"])
-        deadline = time.monotonic() + 30
-        while "phase-completed" not in (shown := browser.get(f"{url}{job}").text):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        job = submitted(site, browser, "opus_append", {"input": given, "text": " appended"})
+        shown = completed(site, browser, job)
         steps = html.fromstring(shown).xpath("//table[@class='steps']")[0]
         used = steps.xpath(f".//a[@href='/entities/{entity_id}']/text()")
         assert used, shown  # the lineage shows the picked result as what the job used
@@ -311,19 +320,10 @@ def test_pages_preview_a_fits_map_and_a_table(site: Site, tmp_path: Path) -> Non
         ("map.fits", fits_file.read_bytes(), "application/fits"),
         ("stars.csv", b"name,mag\n<b>Vega</b>,0.03\n", "text/csv"),
     ):
-        form = browser.get(f"{url}/new/opus_append")
-        made = browser.post(
-            f"{url}/new/opus_append",
-            data={"csrf": csrf_of(form), "text": "x"},
-            files={"input": (name, body, content_type)},
-            allow_redirects=False,
+        job = submitted(
+            site, browser, "opus_append", {"text": "x"}, input=(name, body, content_type)
         )
-        assert made.status_code == 303, made.text
-        job = str(made.headers["Location"])
-        deadline = time.monotonic() + 30
-        while "phase-completed" not in (page := browser.get(f"{url}{job}").text):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        page = completed(site, browser, job)
         steps = html.fromstring(page).xpath("//table[@class='steps']")[0]
         (entity,) = steps.xpath(f".//a[text()='{name}']/@href")
         shown = browser.get(f"{url}{entity}")
@@ -342,6 +342,23 @@ def test_pages_preview_a_fits_map_and_a_table(site: Site, tmp_path: Path) -> Non
             assert "<b>Vega" not in shown.text
             # a text result is previewed on its job's page
             assert "preview" in page and "x" in html.fromstring(page).xpath("string(//pre)")
+
+
+def test_a_running_jobs_page_shows_how_long_it_has_run(site: Site) -> None:
+    url = site.server.url
+    browser = signed_in(site, "ada")
+    job = submitted(site, browser, "sleeper", {"seconds": "1.8"})
+    rest = f"{url}{job.replace('/jobs/', '/rest/')}"
+    deadline = time.monotonic() + 20
+    while browser.get(f"{rest}/phase").text != "EXECUTING":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    page = html.fromstring(browser.get(f"{url}{job}").text)
+    (progress,) = page.xpath("//progress[@id='progress']")
+    assert progress.get("max") == "2" and int(progress.get("value")) <= 2
+    assert page.xpath("//label[@for='progress']")
+    browser.get(rest, params={"WAIT": "10", "PHASE": "EXECUTING"})
+    assert not html.fromstring(browser.get(f"{url}{job}").text).xpath("//progress")
 
 
 def bob_cannot(site: Site, address: str) -> bool:

@@ -30,10 +30,10 @@ from opus.ids import entity_qname, job_qname, namespace_uri
 from opus.jobdefs.model import JobDefinition
 from opus.phases import FINAL
 from opus.provsap.service import ProvenanceService, Request
-from opus.store.jobs import EntityRecord
+from opus.store.jobs import EntityRecord, JobRecord
 from opus.tap.examples import examples
 from opus.tap.service import TapError, TapService, tap_request
-from opus.timeutil import format_datetime
+from opus.timeutil import format_datetime, utcnow
 from opus.uws.routes import form_fields
 from opus.uws.service import JobService
 from opus.web.forms import form_of
@@ -238,6 +238,7 @@ def install(
             lineage=drawn,
             agents=agents,
             previews={r.id: shown(r) for r in view.results[:PREVIEWS]},
+            elapsed=_elapsed(view.job),
         )
 
     @route("/jobs/<job_id:re:[0-9a-f]{16}>")
@@ -390,6 +391,13 @@ def install(
             agents=agents,
             preview=shown(entity),
         )
+
+
+def _elapsed(job: JobRecord) -> int | None:
+    """Whole seconds a running job has run (None when it is not running)."""
+    if job.phase != "EXECUTING" or job.start_time is None:
+        return None
+    return max(0, int((utcnow() - job.start_time).total_seconds()))
 
 
 def _walk(ids: list[str], depth: int | None, direction: str, agents: bool) -> Request:
