@@ -230,6 +230,16 @@ def test_every_page_passes_axe_core(site: tuple[Server, dict[str, str]], pages: 
     page.goto(f"{url}/jobs/hello/{job_id}")
     page.locator("#phase", has_text="COMPLETED").wait_for(timeout=20_000)
     entity = page.get_by_role("link", name="lineage").first.get_attribute("href")
+    table = requests.post(  # a job whose input, a CSV table, its entity page previews
+        f"{url}/rest/opus_append",
+        data={"PHASE": "RUN", "text": "x"},
+        files={"input": ("stars.csv", b"name,mag\nVega,0.03\n", "text/csv")},
+        auth=("ada", tokens["ada"]),
+        allow_redirects=False,
+    )
+    page.goto(f"{url}/jobs/opus_append/{table.headers['Location'].rsplit('/', 1)[1]}")
+    page.locator("#phase", has_text="COMPLETED").wait_for(timeout=20_000)
+    csv_entity = page.locator("table.steps a", has_text="stars.csv").get_attribute("href")
     paths = [
         "/",
         "/jobs",
@@ -237,12 +247,15 @@ def test_every_page_passes_axe_core(site: tuple[Server, dict[str, str]], pages: 
         "/new/gammapy_maps",
         f"/jobs/hello/{job_id}",
         entity,
+        csv_entity,
         "/query?QUERY=SELECT+TOP+3+id,name+FROM+provenance.entity",
         "/tokens",
     ]
     for path in paths:
         page.goto(f"{url}{path}")
         problems[path] = axe_problems(page)
+    page.goto(f"{url}{csv_entity}")  # the table previewed was among the pages checked
+    assert page.locator("table.preview td", has_text="Vega").count() == 1
     page.goto(f"{url}/new/gammapy_maps")  # a form showing a server's error
     page.get_by_text("Optional parameters (defaults filled in)").click()
     page.locator("#f-nxpix").evaluate(

@@ -79,14 +79,19 @@ def _start(record: Record) -> str:
     return started.isoformat(timespec="seconds") if isinstance(started, datetime) else ""
 
 
+def steps(doc: Document, graph: Graph | None = None) -> list[Step]:
+    """The activities of a document with what each used and generated, oldest first."""
+    graph = graph or graph_of(doc)
+    starts = {r.id: _start(r) for r in doc.records if r.kind == "activity"}
+    found = _steps(graph)
+    for step in found:
+        step.started = starts.get(step.activity.id, "")
+    return sorted(found, key=lambda s: (s.started, s.activity.id))
+
+
 def lineage(doc: Document) -> Lineage:
     """The page's drawing and table of a document."""
     graph = graph_of(doc)
-    starts = {r.id: _start(r) for r in doc.records if r.kind == "activity"}
-    steps = _steps(graph)
-    for step in steps:
-        step.started = starts.get(step.activity.id, "")
-    steps.sort(key=lambda s: (s.started, s.activity.id))
     drawing, why = None, ""
     if len(graph.nodes) > PAGE_NODES:
         why = f"{len(graph.nodes)} records are too many to draw here: the table lists them"
@@ -96,4 +101,4 @@ def lineage(doc: Document) -> Lineage:
             drawing = Markup(svg[svg.index("<svg") :])  # an SVG tree serialized: escaped
         except FormatUnavailable as exc:
             why = str(exc)
-    return Lineage(steps, drawing, why, doc.hidden, len(graph.nodes))
+    return Lineage(steps(doc, graph), drawing, why, doc.hidden, len(graph.nodes))

@@ -37,10 +37,11 @@ from opus.timeutil import format_datetime, utcnow
 from opus.uws.routes import form_fields
 from opus.uws.service import JobService
 from opus.web.forms import form_of
-from opus.web.lineage import Lineage, lineage, merged, page_link
+from opus.web.lineage import lineage, merged, page_link, steps
 from opus.web.previews import Preview, fits_png, preview
 from opus.web.session import COOKIE, LIFETIME, VISITOR, Sessions
 from provenance.document import Document
+from provenance.query import Direction
 
 TEMPLATES = Path(str(resources.files("opus.templates")))
 STATIC = Path(str(resources.files("opus.static")))
@@ -376,17 +377,14 @@ def install(
         start = [entity_qname(entity.id)]
         up = recorded(who, _walk(start, depth, "BACK", agents))
         down = recorded(who, _walk(start, depth, "FORTH", agents))
-        sides: dict[str, Lineage | None] = {
-            "up": lineage(up) if up else None,
-            "down": lineage(down) if down else None,
-        }
         drawn = lineage(merged(up, down)) if up and down else None
         return render(
             "entity.html",
             entity=entity,
             maker=maker,
             lineage=drawn,
-            sides=sides,
+            made_from=steps(up) if up else [],
+            made_into=steps(down) if down else [],
             depth=depth,
             agents=agents,
             preview=shown(entity),
@@ -400,9 +398,9 @@ def _elapsed(job: JobRecord) -> int | None:
     return max(0, int((utcnow() - job.start_time).total_seconds()))
 
 
-def _walk(ids: list[str], depth: int | None, direction: str, agents: bool) -> Request:
+def _walk(ids: list[str], depth: int | None, direction: Direction, agents: bool) -> Request:
     """A ProvSAP walk for a page: the IVOA model (parameters in the tooltips)."""
-    return Request(ids, depth, direction, "IVOA", agents, "PROV-SVG")  # type: ignore[arg-type]
+    return Request(ids, depth, direction, "IVOA", agents, "PROV-SVG")
 
 
 def _flag(text: str | None) -> bool:
