@@ -6,7 +6,9 @@
 completed jobs, their rows written in one transaction as the server writes them; then,
 signed in through /login, the round trip of: the job list's first page, a page deep in
 the list (keyset paging: `before` the 5,000th job), the list filtered by phase, the home
-page and a job page (median and p90 of `--runs` after a warm-up; target: the job list of
+page, a job page, and the page of the last job of a chain of `--chain` jobs (each
+appending to the previous one's result), whose lineage of that many jobs the page draws
+with graphviz (median and p90 of `--runs` after a warm-up; target: the job list of
 10,000 jobs under 200 ms). Client and server share the machine's CPUs.
 """
 
@@ -50,10 +52,41 @@ def timed(session: requests.Session, url: str, runs: int) -> dict[str, Any]:
     }
 
 
+def ended(rest: requests.Session, job: str) -> None:
+    """Wait (UWS WAIT) until the job has completed."""
+    while (phase := rest.get(f"{job}/phase").text) != "COMPLETED":
+        assert phase in ("QUEUED", "EXECUTING"), f"{job} is {phase}"
+        rest.get(job, params={"WAIT": "30", "PHASE": phase})
+
+
+def chain(url: str, auth: tuple[str, str], length: int) -> str:
+    """A chain of jobs, each appending to the previous one's result: the last one's page."""
+    rest = requests.Session()
+    rest.auth = auth
+    made = rest.post(f"{url}/rest/hello", data={"PHASE": "RUN", "name": "chain"})
+    job = made.url
+    result = f"{job}/results/greeting"
+    for _ in range(length - 1):
+        ended(rest, job)
+        made = rest.post(
+            f"{url}/rest/opus_append", data={"PHASE": "RUN", "input": result, "text": "+"}
+        )
+        assert made.ok, made.text
+        job = made.url
+        result = f"{job}/results/output"
+    ended(rest, job)
+    page = job.removeprefix(url).replace("/rest/", "/jobs/", 1)
+    drawn = requests.get(f"{url}{page}", auth=auth).text.count('class="node activity"')
+    assert drawn == length, f"the page draws {drawn} jobs of the chain of {length}"
+    log(f"a chain of {length} jobs made")
+    return page
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--chain", type=int, default=20)
     args = parser.parse_args()
     report: dict[str, Any] = {"machine": machine(), "jobs": args.jobs}
     with tempfile.TemporaryDirectory() as folder:
@@ -104,6 +137,7 @@ def main() -> None:
                 "home": "/",
                 "job_page": f"/jobs/hello/{middle}",
             }
+            pages["job_page_with_lineage"] = chain(server.url, ("ada", token), args.chain)
             for key, path in pages.items():
                 report[key] = timed(session, f"{server.url}{path}", args.runs)
                 log(f"{key}: {report[key]['median_ms']} ms")
