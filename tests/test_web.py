@@ -498,3 +498,20 @@ def test_the_job_list_pages_through_many_jobs(site: Site) -> None:
     bob = signed_in(site, "bob")
     assert "paged-" not in bob.get(f"{url}/jobs").text
     assert bob.get(f"{url}/jobs", params={"phase": "DANCING"}).status_code == 400
+
+
+def test_a_session_key_made_meanwhile_by_another_worker_is_the_one_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gunicorn's workers start together: one that found no key while another was writing
+    it reads the other's key (it once failed to boot, and the server with it)."""
+    from opus.config import Settings
+    from opus.web.session import secret_key
+
+    settings = Settings(data_dir=tmp_path)
+    made = secret_key(settings)
+    assert len(made) == 64 and (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+    monkeypatch.setattr(Path, "exists", lambda self: False)  # checked before it was written
+    assert secret_key(settings) == made
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["secret_key"]  # no draft left

@@ -24,18 +24,27 @@ LIFETIME = 12 * 3600  # seconds a sign-in lasts
 
 
 def secret_key(settings: Settings) -> bytes:
+    """OPUS_SECRET_KEY, else the key kept in the data folder, made by the first process
+    that needs it: written whole to a file of its own, then linked into place, so that
+    the web server's workers starting together all read the one key that won."""
     if settings.secret_key:
         return settings.secret_key.encode()
     path = settings.data_dir / "secret_key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        draft = path.with_name(f"secret_key.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, secrets.token_hex(32).encode())
-        except BaseException:
+            os.fsync(fd)
+        finally:
             os.close(fd)
-            raise
-        os.close(fd)
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process was first: its key is the one
+        finally:
+            draft.unlink()
     return path.read_bytes().strip()
 
 
