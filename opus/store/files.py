@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import BinaryIO
@@ -16,6 +17,13 @@ def safe_file_name(name: str) -> str:
     (no leading '-' to be read as an option; '' if nothing is left)."""
     safe = UNSAFE.sub("_", name.replace("\\", "/").rsplit("/", 1)[-1])
     return safe[-200:].lstrip(".-")  # the end keeps the extension
+
+
+def stored_file(data_dir: Path, relative: str) -> Path | None:
+    """The stored file at `relative` in the data folder; None where a link was put in its
+    place since (by a job's process): that is never read for a client."""
+    path = data_dir / relative
+    return path if os.path.realpath(path) == str(path) else None
 
 
 class TooLarge(Exception):

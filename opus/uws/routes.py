@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ from opus.http import (
     text,
     xml_body,
 )
+from opus.store.files import stored_file
 from opus.timeutil import format_datetime
 from opus.uws import xml
 from opus.uws.binding import Upload
@@ -235,8 +235,7 @@ def mount(
 
 
 def serve_entity(entity: Any, settings: Settings) -> bottle.HTTPResponse:
-    stored = settings.data_dir / entity.path
-    if os.path.realpath(stored) != str(stored):  # a link put there since (by a job's process)
+    if stored_file(settings.data_dir, entity.path) is None:
         raise NotFound(f"the stored file of {entity.name} was replaced: it is not served")
     response: bottle.HTTPResponse = bottle.static_file(
         entity.path,

@@ -9,7 +9,6 @@ the request came over TLS.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from opus.ids import entity_qname, job_qname, namespace_uri
 from opus.jobdefs.model import JobDefinition
 from opus.phases import FINAL
 from opus.provsap.service import ProvenanceService, Request
+from opus.store.files import stored_file
 from opus.store.jobs import EntityRecord, JobRecord
 from opus.tap.examples import examples
 from opus.tap.service import TapError, TapService, tap_request
@@ -343,20 +343,19 @@ def install(
         except NotFound:
             return None
 
-    def stored_file(entity: EntityRecord) -> Path | None:
-        """The stored file of an entity, unless a link was put in its place since."""
-        path = settings.data_dir / entity.path
-        return path if os.path.realpath(path) == str(path) and path.is_file() else None
+    def readable(entity: EntityRecord) -> Path | None:
+        path = stored_file(settings.data_dir, entity.path)
+        return path if path is not None and path.is_file() else None
 
     def shown(entity: EntityRecord) -> Preview | None:
-        path = stored_file(entity)
+        path = readable(entity)
         return preview(path, entity.content_type, entity.file_name) if path else None
 
     @route("/entities/<entity_id>/image.png")
     def fits_image(entity_id: str) -> bytes:
         """The image preview of a FITS file (its first image HDU)."""
         entity = jobs.entity(signed_in(), entity_id)
-        path = stored_file(entity)
+        path = readable(entity)
         png = fits_png(path) if path else None
         if png is None:
             raise NotFound(f"{entity.file_name} has no image to preview")
