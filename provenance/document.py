@@ -2,8 +2,9 @@
 
 The document is a light list of records (PROV-JSON's vocabulary), cheap to
 build for thousands of activities; PROV-JSON, PROV-N, PROV-XML and PROV-VOTABLE
-are written from it directly, and `to_prov` gives the prov 3 ProvDocument (for
-PROV-SVG, and as the writers' reference: prov reads each format back equal).
+are written from it directly, PROV-SVG is drawn from it, and `to_prov` gives the prov
+3 ProvDocument (the writers' reference: prov reads each format back equal; PROV-XML
+falls back on it for values it does not write itself).
 
 IVOA ProvDM classes PROV has no word for are PROV records typed with
 ``voprov:``: an ActivityDescription is an entity of type

@@ -34,7 +34,6 @@ class Lineage:
     drawing: Markup | None  # the inline SVG
     why_not_drawn: str  # where there is no drawing
     hidden: int  # records the reader may not see
-    nodes: int
 
 
 def page_link(qname: str) -> str | None:
@@ -101,4 +100,4 @@ def lineage(doc: Document) -> Lineage:
             drawing = Markup(svg[svg.index("<svg") :])  # an SVG tree serialized: escaped
         except FormatUnavailable as exc:
             why = str(exc)
-    return Lineage(steps(doc, graph), drawing, why, doc.hidden, len(graph.nodes))
+    return Lineage(steps(doc, graph), drawing, why, doc.hidden)

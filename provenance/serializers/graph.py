@@ -126,29 +126,26 @@ def graph_of(doc: Document) -> Graph:
             continue
         if record.id in artefacts:
             continue
-        kind = record.kind
-        if str(dict(record.attributes).get("prov:type", "")) == "voprov:hidden":
-            kind = "hidden"
-        label = str(dict(record.attributes).get("prov:label") or record.id)
+        values = attributes[record.id]
+        hidden = str(values.get("prov:type", "")) == "voprov:hidden"
+        kind = "hidden" if hidden else record.kind
+        label = str(values.get("prov:label") or record.id)
         tooltip = [f"{record.kind} {record.id}"]
         if record.kind == "activity":
             tooltip += [f"{name} = {_text(value)}" for name, value in record.formal.items()]
         tooltip += _attributes(record)
         nodes[record.id] = Node(f"n{len(nodes) + 1}", record.id, kind, label, tooltip)
     edges: list[Edge] = []
-    made_by = {
-        (r.formal["prov:activity"], r.formal["prov:entity"])
-        for r in doc.records
-        if r.kind == "wasGeneratedBy"
-    }
-    used = {
-        (r.formal["prov:activity"], r.formal["prov:entity"])
-        for r in doc.records
-        if r.kind == "used"
-    }
+    makers: dict[str, set[str]] = {}  # entity -> the activities that generated it
+    used = set()  # (activity, entity)
+    for r in doc.records:
+        if r.kind == "wasGeneratedBy":
+            makers.setdefault(r.formal["prov:entity"], set()).add(r.formal["prov:activity"])
+        elif r.kind == "used":
+            used.add((r.formal["prov:activity"], r.formal["prov:entity"]))
 
     def told_by_an_activity(generated: str, source: str) -> bool:
-        return any((a, source) in used for a, g in made_by if g == generated)
+        return any((a, source) in used for a in makers.get(generated, ()))
 
     for record in doc.records:
         f = record.formal
