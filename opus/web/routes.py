@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import bottle
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -77,6 +77,7 @@ def environment() -> Environment:
     env.filters["when"] = lambda value: format_datetime(value) if value else ""
     env.globals["FINAL"] = sorted(FINAL)
     env.globals["page_link"] = page_link
+    env.globals["run_again"] = run_again
     return env
 
 
@@ -388,6 +389,11 @@ def install(
             agents=agents,
             preview=shown(entity),
         )
+
+
+def run_again(jobdef: str, parameters: list[Any]) -> str:
+    """The form of a definition filled with a job's parameters ("run again")."""
+    return f"/new/{quote(jobdef)}?" + urlencode([(p.name, p.value) for p in parameters])
 
 
 def _elapsed(job: JobRecord) -> int | None:
