@@ -38,9 +38,10 @@ class RedisNotifier:
             while True:
                 try:
                     client = redis.Redis.from_url(self.url, socket_connect_timeout=2)
-                    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]
                     pubsub.subscribe(CHANNEL)
-                    for message in pubsub.listen():
+                    # redis's own types differ between releases (typed since 8)
+                    for message in pubsub.listen():  # type: ignore[no-untyped-call,unused-ignore]
                         data = message.get("data")
                         if isinstance(data, bytes):
                             callback(data.decode(errors="replace"))
