@@ -351,7 +351,8 @@ def assert_first_release_intact(db: Database) -> None:
             found = jobs.get_job(conn, job["id"])
             # columns added since are empty for a job of the first release
             assert found is not None
-            assert dataclasses.asdict(found) == job | {"parent_id": None, "reuse_key": None}
+            added = ("parent_id", "reuse_key", "schedule_id", "informed_by", "replaces")
+            assert dataclasses.asdict(found) == job | dict.fromkeys(added)
         assert jobs.get_parameters(conn, JOB_A) == [
             jobs.ParameterValue("band", "g", False),
             jobs.ParameterValue("band", "r", False),

@@ -56,6 +56,9 @@ class JobRecord:
     attempts: int
     parent_id: str | None = None
     reuse_key: str | None = None
+    schedule_id: str | None = None
+    informed_by: str | None = None
+    replaces: str | None = None
 
     @property
     def error(self) -> str | None:
@@ -63,6 +66,16 @@ class JobRecord:
         if self.phase in (Phase.ERROR, Phase.ABORTED):
             return self.error_message or None
         return None
+
+
+@dataclass(frozen=True)
+class JobOrigin:
+    """What made a job, beside its owner's request: a schedule's tick (and the schedule's
+    previous run), or the re-run of a job one of whose inputs was invalidated."""
+
+    schedule_id: str | None = None
+    informed_by: str | None = None
+    replaces: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,8 +144,10 @@ def new_job(
     run_id: str | None = None,
     quote: datetime | None = None,
     parent_id: str | None = None,
+    origin: JobOrigin | None = None,
 ) -> dict[str, Any]:
     """The row of a job not yet run (the one constructor of a job's row)."""
+    origin = origin or JobOrigin()
     return dict(
         id=id,
         jobdef=jobdef,
@@ -153,6 +168,9 @@ def new_job(
         attempts=0,
         parent_id=parent_id,
         reuse_key=None,
+        schedule_id=origin.schedule_id,
+        informed_by=origin.informed_by,
+        replaces=origin.replaces,
     )
 
 

@@ -43,6 +43,12 @@ class Job(Base):
     # what a completed deterministic job computed (definition, values, input checksums):
     # a later job of the same key reuses its results
     reuse_key: Mapped[str | None] = mapped_column(String(64))
+    # the schedule that made this job at one of its ticks
+    schedule_id: Mapped[str | None] = mapped_column(String(32))
+    # the job whose run informed this one (PROV wasInformedBy): a schedule's previous run
+    informed_by: Mapped[str | None] = mapped_column(String(32))
+    # the job this one runs again, after an input of that one was invalidated
+    replaces: Mapped[str | None] = mapped_column(String(32))
 
     __table_args__ = (
         Index("ix_jobs_list", "jobdef", "creation_time"),
@@ -51,6 +57,7 @@ class Job(Base):
         Index("ix_jobs_owner", "owner", "phase"),
         Index("ix_jobs_parent", "parent_id"),
         Index("ix_jobs_reuse", "reuse_key"),
+        Index("ix_jobs_schedule", "schedule_id", "creation_time"),
     )
 
 
@@ -96,7 +103,37 @@ class JobInput(Base):
     entity_id: Mapped[str] = mapped_column(String(40), index=True)
 
 
+class Schedule(Base):
+    """A job definition and its values, run at each tick of an interval or a cron
+    expression on behalf of its owner."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    jobdef: Mapped[str] = mapped_column(String(128))
+    fields: Mapped[str] = mapped_column(Text)  # JSON: [[name, value], ...] as a form sends
+    every: Mapped[float | None] = mapped_column(Float)  # seconds between ticks, or
+    cron: Mapped[str | None] = mapped_column(String(128))  # a cron expression (UTC)
+    next_run: Mapped[datetime] = mapped_column(DateTime, index=True)
+    last_job_id: Mapped[str | None] = mapped_column(String(32))
+    created: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Lease(Base):
+    """A lease held by one process at a time (the sweeps'): it holds it while it renews it
+    before `expires`; a holder that dies loses it then."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(256))
+    expires: Mapped[datetime] = mapped_column(DateTime)
+
+
 jobs = Job.__table__
+schedules = Schedule.__table__
+leases = Lease.__table__
 job_parameters = JobParameter.__table__
 entities = Entity.__table__
 job_inputs = JobInput.__table__

@@ -246,8 +246,10 @@ class JobService:
         fields: Sequence[tuple[str, str]],
         uploads: Sequence[Upload],
         base_url: str,
+        origin: store.JobOrigin | None = None,
     ) -> str:
-        """Create a job from request fields; PHASE=RUN queues it at once. Returns its id."""
+        """Create a job from request fields; PHASE=RUN queues it at once. Returns its id.
+        `origin` says what made it beside the request (a schedule, a re-run)."""
         jobdef = self.jobdef(caller, jobdef_name)
         fields, shared = self._shares(caller, fields)
         if shared is None:
@@ -275,6 +277,7 @@ class JobService:
                     self.settings, limits, control.get("DESTRUCTION"), now
                 ),
                 quote=uws_limits.quote(jobdef, now),
+                origin=origin,
             )
             self.binder.apply_defaults(jobdef, changes, base_url)
             if run:
