@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import gc
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import bottle
 from sqlalchemy import text as sql
 
-from opus import vosi
+from opus import metrics, vosi
 from opus.accounts import Accounts
 from opus.auth import Identities
 from opus.config import Settings
 from opus.execution.dispatch import Dispatcher, make_dispatcher
 from opus.execution.notify import Notifier, make_notifier
+from opus.execution.runner import HEARTBEAT_INTERVAL
 from opus.http import (
     XML,
     base_url,
@@ -33,6 +36,7 @@ from opus.tap import routes as tap_routes
 from opus.tap.schema import BY_NAME
 from opus.tap.service import TapService
 from opus.uws import routes as uws_routes
+from opus.uws.schedules import ScheduleService
 from opus.uws.service import JobService
 from opus.web import routes as web_routes
 from opus.web.routes import is_web_path, web_caller
@@ -63,6 +67,7 @@ def create_app(settings: Settings) -> bottle.Bottle:
     services = build_services(settings)
     app = bottle.Bottle(catchall=True)
     app.install(errors_as_text)
+    _count_requests(app)  # first: a request the guard refuses counts too
     app.add_hook("before_request", request_guard(settings.max_upload_bytes))
     sessions = Sessions(settings)
     app.install(
@@ -77,6 +82,7 @@ def create_app(settings: Settings) -> bottle.Bottle:
     app.default_error_handler = plain_error_page
     app.config["opus.services"] = services
     uws_routes.install(app, services.jobs, services.settings)
+    uws_routes.install_schedules(app, ScheduleService(services.jobs, services.identities))
     provenance = ProvenanceService(services.db, settings.public_url)
     provsap_routes.install(app, provenance, services.jobs.job)
     tap = TapService(settings, services.db)
@@ -96,6 +102,38 @@ def create_app(settings: Settings) -> bottle.Bottle:
     return app
 
 
+log = logging.getLogger(__name__)
+REQUEST_STARTED = "opus.started"  # in a request's environ: perf_counter() when it came
+
+
+def _count_requests(app: bottle.Bottle) -> None:
+    """Every request counted and timed by the rule of the route that took it (hooks, not a
+    plugin: the requests no route takes, 404 and 405, count too)."""
+
+    def started() -> None:
+        bottle.request.environ[REQUEST_STARTED] = time.perf_counter()
+        metrics.request_started()
+
+    def ended() -> None:
+        environ = bottle.request.environ
+        began = environ.pop(REQUEST_STARTED, None)
+        if began is None:
+            return
+        route = environ.get("bottle.route")
+        try:
+            metrics.request_ended(
+                route.rule if route is not None else None,
+                bottle.request.method,
+                bottle.response.status_code,
+                time.perf_counter() - began,
+            )
+        except OSError as exc:  # the metrics folder is full or gone: answer all the same
+            log.warning("metrics: request not counted: %s", exc)
+
+    app.add_hook("before_request", started)
+    app.add_hook("after_request", ended)
+
+
 # VOSI answers anyone: clients learn there whether they need credentials (IVOA SSO).
 OPEN_PATHS = frozenset(
     {"/availability", "/capabilities", "/provsap/availability", "/provsap/capabilities"}
@@ -107,6 +145,19 @@ OPEN_PATHS = frozenset(
 def _install_service_routes(app: bottle.Bottle, services: Services) -> None:
     registry = services.registry
     route = router(app)
+    exporter = metrics.Exporter(
+        services.db,
+        registry,
+        services.dispatcher,
+        celery=bool(services.settings.broker_url),
+        silent_after=3 * HEARTBEAT_INTERVAL,  # silent this long, a runner is gone (the sweeps)
+    )
+
+    @route("/metrics")
+    def metrics_text() -> bytes:
+        body = exporter.text(caller())
+        bottle.response.content_type = metrics.CONTENT_TYPE
+        return body
 
     @route("/availability")
     @route("/provsap/availability")

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from opus.config import Settings
+from opus.config import Settings, join_metrics_dir, share_metrics_dir
 from opus.extras import MissingExtra, check
 from opus.identity_cli import add_commands, open_database
 from opus.phases import FINAL, Phase
+from opus.schedule_cli import add_commands as add_schedule_commands
 
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
 XLINK = "{http://www.w3.org/1999/xlink}"
@@ -46,12 +47,18 @@ def serve(args: argparse.Namespace) -> int:
         print(f"opus: job definition not served: {problem}", file=sys.stderr)
     print(f"opus: serving {', '.join(registry.names()) or 'no job definitions'}", file=sys.stderr)
 
+    share_metrics_dir(settings.metrics_dir)  # where this server's processes count (metrics.py)
     master = os.getpid()
-    executor = None
+    # beside the web server: the embedded executor, or (jobs on Celery workers) the sweeps
     if settings.broker_url:
         print("opus: jobs go to Celery workers (opus worker) through the broker", file=sys.stderr)
-    else:
-        executor = subprocess.Popen([sys.executable, "-m", "opus.execution.executor"])
+    daemon = "sweeper" if settings.broker_url else "executor"
+    executor = subprocess.Popen([sys.executable, "-m", "opus.daemons", daemon])
+
+    def worker_exited(_server: Any, worker: Any) -> None:  # its live gauges go with it
+        from prometheus_client.multiprocess import mark_process_dead
+
+        mark_process_dead(worker.pid, str(settings.metrics_dir))  # type: ignore[no-untyped-call]
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -63,6 +70,7 @@ def serve(args: argparse.Namespace) -> int:
             self.cfg.set("graceful_timeout", 5)
             self.cfg.set("proc_name", "opus")
             self.cfg.set("control_socket_disable", True)
+            self.cfg.set("child_exit", worker_exited)
 
         def load(self) -> Any:
             from opus.app import create_app
@@ -73,7 +81,7 @@ def serve(args: argparse.Namespace) -> int:
         Application().run()
     finally:
         # gunicorn's workers leave this function too (they are forks of the master)
-        if executor is not None and os.getpid() == master:
+        if os.getpid() == master:
             executor.terminate()
             try:
                 executor.wait(30)
@@ -104,6 +112,7 @@ def _celery_app() -> Any:
 
 
 def worker(args: argparse.Namespace) -> int:
+    join_metrics_dir(Settings().metrics_dir)  # before prometheus_client is imported
     app = _celery_app()
     if app is None:
         return 2
@@ -120,23 +129,28 @@ def worker(args: argparse.Namespace) -> int:
     ]
     if args.concurrency == 1:
         argv.append("--pool=solo")  # the job runs in this process: no pool to feed
-    if args.beat:
-        argv += ["--beat", f"--schedule={_beat_schedule()}"]
+    from celery.signals import worker_ready
+
+    from opus import daemons
+
+    @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _sweeps(**_kwargs: Any) -> None:
+        daemons.start_in_worker(Settings())  # every worker competes to run the sweeps
+
     app.worker_main(argv)
     return 0
 
 
 def beat(args: argparse.Namespace) -> int:
-    app = _celery_app()
-    if app is None:
+    """The sweeps alone, in the foreground: optional, since every OPUS process competes
+    to run them; kept for deployments that want a process of their own for them."""
+    if _celery_app() is None:
         return 2
-    app.start(["beat", "--loglevel=INFO", f"--schedule={_beat_schedule()}"])
+    from opus import daemons
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s beat %(message)s")
+    daemons.run_sweeper(Settings(), "beat")
     return 0
-
-
-def _beat_schedule() -> Path:
-    """Where beat keeps its schedule: the data dir, not the current directory."""
-    return Settings().data_dir / "celerybeat-schedule"
 
 
 def _session(args: argparse.Namespace) -> Any:
@@ -354,10 +368,13 @@ def parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("worker", help="run a Celery worker (OPUS_BROKER_URL set)")
     p.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
-    p.add_argument("--beat", action="store_true", help="also run the periodic sweeps here")
     p.set_defaults(func=worker)
 
-    p = commands.add_parser("beat", help="run the periodic sweeps for Celery workers")
+    p = commands.add_parser(
+        "beat",
+        help="run the sweeps in a process of their own (optional: every OPUS process "
+        "competes to run them)",
+    )
     p.set_defaults(func=beat)
 
     p = commands.add_parser("submit", help="create and run a job")
@@ -421,6 +438,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=demo)
 
     add_commands(commands)
+    add_schedule_commands(commands)
     return top
 
 
@@ -435,7 +453,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # does not apply: revisions run in opus.store.migrate's transaction); `opus db` says
     # what changed.
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    args = parser().parse_args(argv)
+    found = parser()
+    # `opus schedule add DEF --every 5m key=value ...`: values may follow the options
+    args, extra = found.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "values", None), list):
+        if any("=" not in item or item.startswith("-") for item in extra):
+            found.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.values += extra
+    elif extra:
+        found.error(f"unrecognized arguments: {' '.join(extra)}")
     return int(args.func(args))
 
 

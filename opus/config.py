@@ -159,5 +159,38 @@ class Settings(BaseSettings):
         return Path(tempfile.gettempdir()) / f"opus-{digest}"
 
     @property
+    def metrics_dir(self) -> Path:
+        """Where this host's processes of the server count their metrics (opus/metrics.py)."""
+        return self.run_dir / "metrics"
+
+    @property
     def pool_size(self) -> int:
         return self.executor_processes or max(2, os.cpu_count() or 2)
+
+
+# prometheus_client's multiprocess mode: the library reads this variable itself, once, when
+# it is first imported (each process's own file goes into that folder)
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_dir_in_use() -> Path | None:
+    """The folder this process counts its metrics in (multiprocess mode); None: in memory."""
+    value = os.environ.get(METRICS_DIR_VARIABLE, "")
+    return Path(value) if value else None
+
+
+def share_metrics_dir(folder: Path) -> None:
+    """Make `folder`, emptied of the files of earlier runs, the metrics folder of this
+    process and of every process it starts: for `opus serve`, before any of them starts
+    and before prometheus_client is imported."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.db"):
+        old.unlink(missing_ok=True)
+    os.environ[METRICS_DIR_VARIABLE] = str(folder)
+
+
+def join_metrics_dir(folder: Path) -> None:
+    """Count in `folder` if a server of this host made it (an `opus worker` beside `opus
+    serve`: its jobs' counts join the server's scrape); else in this process's memory."""
+    if folder.is_dir() and not metrics_dir_in_use():
+        os.environ[METRICS_DIR_VARIABLE] = str(folder)

@@ -1,5 +1,6 @@
 """Jobs on real `opus worker` processes through a real Redis: load sharing, ABORT, limits,
-a worker killed mid-job, Redis stopped and restarted, WAIT woken across processes."""
+a worker killed mid-job, Redis stopped and restarted, WAIT woken across processes, the
+sweeps run without `opus beat` and handed over when their lease holder is killed."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from pathlib import Path
 
 import pytest
 import redis
+import sqlalchemy
 
 from opus.execution.celery_app import EPOCH_KEY, QUEUE, STRANDED_AFTER
+from opus.execution.sweeps import LEASE
+from opus.store import leases
 from tests.servers import IN_CI, Server, free_port
 from tests.test_execution import (
     attempts,
@@ -114,25 +118,55 @@ def test_two_workers_share_a_batch(cluster: Callable[..., Cluster]) -> None:
     assert len({w.rpartition(":")[2] for w in workers_of(running.server, urls)}) == 2
 
 
-def test_a_worker_with_its_own_beat_runs_jobs_and_the_sweep(
-    cluster: Callable[..., Cluster], tmp_path: Path
-) -> None:
+def lease_holder(server: Server) -> str | None:
+    engine = sqlalchemy.create_engine(server.db_url)
+    try:
+        with engine.connect() as conn:
+            return leases.holder_of(conn, LEASE, datetime.utcnow())
+    finally:
+        engine.dispose()
+
+
+def test_without_beat_the_deployment_runs_the_sweeps(cluster: Callable[..., Cluster]) -> None:
+    """No `opus beat`: the web server's sweeper or the worker holds the lease and sweeps."""
     running = cluster()
-    running.worker(1, "--beat")
+    running.worker(1)
     url = running.server.create("hello", name="swept")
     assert phase_of(running.server.wait_final(url)) == "COMPLETED"
     response = running.server.session.post(
         f"{url}/destruction", data={"DESTRUCTION": "2000-01-01T00:00:00Z"}, allow_redirects=False
     )
     assert response.status_code == 303
-    wait_for(
-        lambda: running.server.session.get(url).status_code == 404,
-        15,
-        "the sweep of the worker's beat",
-    )
-    # beat keeps its schedule in the data dir, not in the directory the worker started in
-    assert list(running.server.data_dir.glob("celerybeat-schedule*"))
-    assert not list(tmp_path.glob("celerybeat-schedule*"))
+    wait_for(lambda: running.server.session.get(url).status_code == 404, 15, "the sweeps")
+    holder = lease_holder(running.server)
+    assert holder is not None and holder.rsplit(":", 1)[1] in ("web", "worker")
+
+
+def test_the_lease_holder_killed_another_process_sweeps(cluster: Callable[..., Cluster]) -> None:
+    """Kill the process that runs the sweeps and the worker of a running job: another
+    OPUS process takes the lease and ends that job in ERROR "worker lost"."""
+    running = cluster()
+    worker = running.worker(1)
+    running.beat()
+    wait_for(lambda: lease_holder(running.server) is not None, 15, "a holder of the lease")
+    url, pid = started_sleeper(running.server)
+    holder = str(lease_holder(running.server))
+    holder_pid = int(holder.split(":")[1])
+    try:
+        os.kill(holder_pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)  # the job's worker, if it was not the holder
+        start = time.monotonic()
+        doc = running.server.wait_final(url, timeout=40)
+        assert phase_of(doc) == "ERROR"
+        assert "worker lost" in running.server.session.get(f"{url}/error").text
+        assert time.monotonic() - start < 30
+        successor = lease_holder(running.server)
+        assert successor is not None and successor != holder
+        assert pid_alive(int(successor.split(":")[1]))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def test_abort_stops_the_job_on_its_worker(cluster: Callable[..., Cluster]) -> None:
@@ -159,7 +193,6 @@ def test_a_killed_worker_loses_its_job_and_another_serves(
     """The job ends in ERROR "worker lost", or runs again when its definition allows it."""
     running = cluster()
     doomed = running.worker(concurrency=2)
-    running.beat()
     url, pid = started_sleeper(running.server)
     retried, first = started_sleeper(running.server, seconds="2", jobdef="resilient")
     pids = [pid, first]
@@ -249,7 +282,6 @@ def test_redis_down_loses_no_job_and_runs_none_twice(
     url_of_broker, start_redis, stop_redis = private_redis
     running = cluster(url_of_broker)
     running.worker()
-    running.beat()
     ledger = tmp_path / "ledger.txt"
     before = [
         running.server.create("tally", ledger=str(ledger), tag=f"before{i}") for i in range(3)
@@ -293,7 +325,6 @@ def test_jobs_queued_behind_a_killed_worker_run_elsewhere(
     """A worker may hold messages it has not started (prefetched): killed, it loses none."""
     running = cluster()
     doomed = running.worker(concurrency=2)
-    running.beat()
     r = redis.Redis.from_url(running.broker)
     wait_for(lambda: bool(r.exists("opus:broker-epoch")), 20, "a first sweep")
     busy = [started_sleeper(running.server)[1] for _ in range(2)]
@@ -320,7 +351,6 @@ def test_a_job_whose_message_was_lost_is_sent_again(cluster: Callable[..., Clust
     wait_for(lambda: broker.llen(QUEUE) == 1, 5, "the job's message")
     broker.delete(QUEUE)
     running.worker(concurrency=1)
-    running.beat()
     start = time.monotonic()
     assert phase_of(running.server.wait_final(url, timeout=40)) == "COMPLETED"
     assert time.monotonic() - start < STRANDED_AFTER + 15

@@ -240,6 +240,6 @@ def executor_pid(server: Server) -> int:
         text=True,
         check=True,
     ).stdout
-    pids = [int(line.split()[0]) for line in out.splitlines() if "opus.execution.executor" in line]
+    pids = [int(line.split()[0]) for line in out.splitlines() if "opus.daemons executor" in line]
     assert len(pids) == 1, out
     return pids[0]

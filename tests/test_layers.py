@@ -30,11 +30,13 @@ LAYERS: list[set[str]] = [
     {"opus.auth"},
     {"opus.accounts"},  # managing identities (the CLI, the web's token page)
     {"opus.http"},  # HTTP helpers for routes: the caller, errors as text
+    {"opus.metrics"},  # counted by the runners and the web; read from the store when scraped
     {"opus.execution"},
     {"opus.uws", "opus.provsap"},
     {"opus.tap"},  # TAP: its async jobs are UWS jobs
     {"opus.web"},  # the web pages, over the services
-    {"opus.app", "opus.identity_cli", "opus.demo"},
+    {"opus.app", "opus.identity_cli", "opus.demo", "opus.daemons"},
+    {"opus.schedule_cli"},  # schedules made through the daemons' job service
     {"opus.cli"},
 ]
 HTTP_MODULES = {"opus.app", "opus.http"}

@@ -33,7 +33,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column("owner", sa.String(64), nullable=True),
         sa.Column("jobdef", sa.String(128), nullable=False),
-        sa.Column("fields", sa.Text, nullable=False),
+        sa.Column("request", sa.Text, nullable=False),
         sa.Column("every", sa.Float, nullable=True),
         sa.Column("cron", sa.String(128), nullable=True),
         sa.Column("next_run", sa.DateTime, nullable=False),

@@ -3,11 +3,11 @@
 `opus worker` runs the app that `make_celery` builds (none is built at import time);
 each worker process runs jobs through runner.run_job, which claims the job (so a job
 dispatched twice runs once), enforces its execution duration and ABORT, records its
-provenance and marks it alive every few seconds. The periodic `opus.sweep` task (beat)
-dispatches QUEUED jobs that never reached the broker, or whose messages a restarted
-Redis lost; ends in ERROR the EXECUTING jobs whose worker stopped beating (or queues
-them once more, if their definition allows a retry); and destroys jobs past their
-destruction time.
+provenance and marks it alive every few seconds. The sweeps (`sweep_tasks`, run by
+whichever OPUS process holds their lease: execution/sweeps.py) dispatch QUEUED jobs that
+never reached the broker, or whose messages a restarted Redis lost; end in ERROR the
+EXECUTING jobs whose worker stopped beating (or queue them once more, if their
+definition allows a retry); and destroy jobs past their destruction time.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from opus.config import Settings
 from opus.execution import orphans, runner
 from opus.execution.destruction import destroy_expired
 from opus.execution.redis_notify import RedisNotifier
+from opus.execution.sweeps import RENEW, Task
 from opus.jobdefs.registry import load_registry
 from opus.phases import Phase
 from opus.store import jobs as store
@@ -35,9 +36,7 @@ from opus.timeutil import utcnow
 log = logging.getLogger(__name__)
 
 RUN_TASK = "opus.run_job"
-SWEEP_TASK = "opus.sweep"
 QUEUE = "opus"
-SWEEP_PERIOD = 2.0  # seconds
 LOST_AFTER = 3 * runner.HEARTBEAT_INTERVAL  # a runner silent this long is gone
 EPOCH_KEY = "opus:broker-epoch"  # absent after a Redis restart that lost its data
 STRANDED_AFTER = 10.0  # seconds a job may stay QUEUED while the broker holds no job
@@ -65,7 +64,6 @@ def make_celery(settings: Settings) -> Celery:
             # broker no longer holds (STRANDED_AFTER); the runner's claim runs a job once.
             "ack_emulation": False,
         },
-        beat_schedule={"opus-sweep": {"task": SWEEP_TASK, "schedule": SWEEP_PERIOD}},
         worker_hijack_root_logger=False,
     )
     context: dict[int, runner.RunnerContext] = {}
@@ -75,12 +73,7 @@ def make_celery(settings: Settings) -> Celery:
         pid = os.getpid()
         if pid not in context:
             context.clear()
-            context[pid] = runner.RunnerContext(
-                settings=settings,
-                db=Database(settings.db_url),
-                registry=load_registry(settings.jobdef_dirs),
-                notifier=RedisNotifier(settings.broker_url),
-            )
+            context[pid] = celery_context(settings)
         return context[pid]
 
     @app.task(name=RUN_TASK, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
@@ -91,27 +84,37 @@ def make_celery(settings: Settings) -> Celery:
             log.warning("job %s waits: database unavailable: %s", job_id, exc.orig)
             raise task.retry(countdown=2) from None
 
-    @app.task(name=SWEEP_TASK)  # type: ignore[untyped-decorator]
-    def sweep() -> None:
-        Sweeper(settings, runner_context(), app).run()
-
     return app
 
 
+def celery_context(settings: Settings) -> runner.RunnerContext:
+    return runner.RunnerContext(
+        settings=settings,
+        db=Database(settings.db_url),
+        registry=load_registry(settings.jobdef_dirs),
+        notifier=RedisNotifier(settings.broker_url),
+    )
+
+
+def sweep_tasks(settings: Settings, context: runner.RunnerContext, app: Celery) -> list[Task]:
+    """What the sweeps do where jobs run on Celery workers."""
+    sweeper = Sweeper(context, app)
+    return [
+        Task("redispatch", RENEW, sweeper.redispatch),
+        Task("lost jobs", RENEW, sweeper.lost_jobs),
+        Task(
+            "destruction",
+            settings.sweep_interval,
+            lambda: destroy_expired(settings, context.db, context.notifier),
+        ),
+    ]
+
+
 class Sweeper:
-    def __init__(self, settings: Settings, context: runner.RunnerContext, app: Celery) -> None:
-        self.settings = settings
+    def __init__(self, context: runner.RunnerContext, app: Celery) -> None:
         self.context = context
         self.app = app
-        self.redis = redis.Redis.from_url(settings.broker_url, socket_timeout=2)
-
-    def run(self) -> None:
-        self.redispatch()
-        self.lost_jobs()
-        if self.redis.set(
-            "opus:destruction-sweep", "1", nx=True, ex=max(1, int(self.settings.sweep_interval))
-        ):
-            destroy_expired(self.settings, self.context.db, self.context.notifier)
+        self.redis = redis.Redis.from_url(context.settings.broker_url, socket_timeout=2)
 
     def redispatch(self) -> None:
         db = self.context.db

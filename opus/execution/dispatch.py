@@ -26,6 +26,9 @@ class Dispatcher(Protocol):
     def status(self) -> tuple[bool, str]:
         """Whether jobs are being taken now, and a note saying so."""
 
+    def queue_length(self) -> int | None:
+        """Jobs waiting in the broker (None: there is no broker, or it does not answer)."""
+
 
 def executor_socket(settings: Settings) -> Path:
     return settings.run_dir / "executor.sock"
@@ -55,6 +58,9 @@ class EmbeddedDispatcher:
         if self._send(b"ping"):
             return True, "embedded executor running"
         return False, "embedded executor not running: queued jobs wait for it"
+
+    def queue_length(self) -> None:
+        return None  # the executor's datagrams are no queue one can measure
 
 
 class CeleryDispatcher:
@@ -90,6 +96,19 @@ class CeleryDispatcher:
             answer = (False, f"Celery broker unreachable ({type(exc).__name__}): queued jobs wait")
         self._checked = (time.monotonic(), answer)
         return answer
+
+    def queue_length(self) -> int | None:
+        """The messages in the queue's Redis lists (kombu keeps one per priority step)."""
+        from opus.execution.celery_app import QUEUE
+
+        keys = [QUEUE, *(f"{QUEUE}\x06\x16{step}" for step in (3, 6, 9))]
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.llen(key)
+                return sum(int(n) for n in pipe.execute())
+        except Exception:  # redis.RedisError and OSError: the broker is away
+            return None
 
 
 def make_dispatcher(settings: Settings, db: Database) -> Dispatcher:

@@ -9,7 +9,8 @@ a socket pair of their own (no lock shared between processes, so a runner killed
 at any moment cannot jam the others). A runner that dies takes only its own job
 down: the job ends in ERROR saying so (or runs once more, if its definition allows
 a retry), and a new runner takes its place.
-Periodically the executor also destroys jobs past their destruction time.
+It also runs the sweeps (destruction, parents whose children ended unnoticed, and the
+tasks it is given, such as schedules) while it holds their lease: execution/sweeps.py.
 """
 
 from __future__ import annotations
@@ -23,16 +24,19 @@ import select
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
+from opus import metrics
 from opus.config import Settings
 from opus.execution import orphans, runner
 from opus.execution.destruction import destroy_expired
 from opus.execution.dispatch import executor_socket
 from opus.execution.notify import SocketNotifier
+from opus.execution.sweeps import Sweeps, Task
 from opus.jobdefs.registry import load_registry
 from opus.phases import Phase
 from opus.store import jobs as store
@@ -89,7 +93,7 @@ def _runner_main(context: runner.RunnerContext, channel: socket.socket) -> None:
 
 
 class Executor:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tasks: Sequence[Task] = ()) -> None:
         self.settings = settings
         self.db = Database(settings.db_url)
         self.context = runner.RunnerContext(
@@ -99,6 +103,18 @@ class Executor:
         self.runners: dict[int, Runner] = {}
         self.waiting: collections.deque[str] = collections.deque()
         self.stopping = False
+        self.sweeps = Sweeps(self.db, "executor", [*self.sweep_tasks(), *tasks])
+
+    def sweep_tasks(self) -> list[Task]:
+        period = self.settings.sweep_interval
+        return [
+            Task(
+                "destruction",
+                period,
+                lambda: destroy_expired(self.settings, self.db, self.context.notifier),
+            ),
+            Task("parents", period, lambda: runner.resume_parents(self.context)),
+        ]
 
     def spawn_runner(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -143,6 +159,7 @@ class Executor:
             worker = self.runners.pop(pid, None)
             if worker is None:
                 continue
+            metrics.process_ended(pid)
             worker.channel.close()
             if worker.process_group is not None:  # the job's processes die with their runner
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -175,10 +192,6 @@ class Executor:
                 continue
             self.lost(job_id, worker or "unknown")
 
-    def sweep(self) -> None:
-        destroy_expired(self.settings, self.db, self.context.notifier)
-        runner.resume_parents(self.context)
-
     def serve(self) -> None:
         path = executor_socket(self.settings)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,7 +209,7 @@ class Executor:
         for _ in range(self.settings.pool_size):
             self.spawn_runner()
         log.info("embedded executor: %d runners, socket %s", self.settings.pool_size, path)
-        next_scan = next_orphans = next_sweep = 0.0
+        next_scan = next_orphans = 0.0
         try:
             while not self.stopping:
                 now = time.monotonic()
@@ -206,9 +219,7 @@ class Executor:
                 if now >= next_scan:
                     self._periodic(self.scan_queued)
                     next_scan = now + SCAN_INTERVAL
-                if now >= next_sweep:
-                    self._periodic(self.sweep)
-                    next_sweep = now + self.settings.sweep_interval
+                self.sweeps.tick()
                 self.reap()
                 self.start_waiting()
                 channels = {r.channel: r for r in self.runners.values()}
@@ -226,6 +237,7 @@ class Executor:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             self._stop_children()
+            self.sweeps.release()
 
     def _read_messages(self, sock: socket.socket) -> None:
         while True:
@@ -273,10 +285,11 @@ class Executor:
             log.exception("executor task %s failed", getattr(task, "__name__", task))
 
 
-def main() -> None:
-    """The executor process, started by `opus serve` with the same OPUS_* environment."""
+def main(settings: Settings, tasks: Sequence[Task] = ()) -> None:
+    """The executor process, started by `opus serve` (opus.daemons) with the same OPUS_*
+    environment; `tasks` join its sweeps."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s executor %(levelname)s %(message)s")
-    executor = Executor(Settings())
+    executor = Executor(settings, tasks)
 
     def stop(_signum: int, _frame: Any) -> None:
         executor.stopping = True
@@ -284,7 +297,3 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     executor.serve()
-
-
-if __name__ == "__main__":
-    main()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
+from opus import metrics
 from opus.config import Settings
 from opus.execution import children, reuse, service_call, workspace
 from opus.execution.dispatch import Dispatcher, make_dispatcher
@@ -100,6 +101,8 @@ def lost_job(ctx: RunnerContext, job_id: str, reason: str) -> Phase | None:
             phase, moved = Phase.ERROR, store.fail_lost(conn, job_id, utcnow(), message)
         if not moved:
             return None
+    if phase == Phase.ERROR:
+        metrics.job_ended(job, phase, utcnow())
     log.warning("job %s: %s: now %s", job_id, reason, phase)
     ctx.notifier.publish(job_id)
     return phase
@@ -143,6 +146,7 @@ def run_job(ctx: RunnerContext, job_id: str) -> str | None:
             parent = store.get_job(conn, job.parent_id)
             run.parent_jobdef = parent.jobdef if parent else None
     ctx.notifier.publish(job_id)
+    metrics.job_started(job)
     try:
         phase = _execute(ctx, run)
     except JobFailure as exc:
@@ -243,6 +247,8 @@ def _finish_once(
             )
             rows = [vars(e) for e in kept]
             record(conn, activity, also=[(store.entities, rows)])  # in the same batch
+    if moved or current == Phase.ABORTED:  # ended here, or the abort seen here: once a job
+        metrics.job_ended(run.job, current, now)
     ctx.notifier.publish(run.job_id)
     return current
 

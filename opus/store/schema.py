@@ -112,7 +112,7 @@ class Schedule(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     owner: Mapped[str | None] = mapped_column(String(64))
     jobdef: Mapped[str] = mapped_column(String(128))
-    fields: Mapped[str] = mapped_column(Text)  # JSON: [[name, value], ...] as a form sends
+    request: Mapped[str] = mapped_column(Text)  # JSON: {"fields": [[name, value], ...], "base_url"}
     every: Mapped[float | None] = mapped_column(Float)  # seconds between ticks, or
     cron: Mapped[str | None] = mapped_column(String(128))  # a cron expression (UTC)
     next_run: Mapped[datetime] = mapped_column(DateTime, index=True)

@@ -23,9 +23,11 @@ from opus.http import (
     xml_body,
 )
 from opus.store.files import stored_file
+from opus.store.schedules import ScheduleRecord
 from opus.timeutil import format_datetime
 from opus.uws import xml
 from opus.uws.binding import Upload
+from opus.uws.schedules import ScheduleService
 from opus.uws.service import MAX_LIST, JobService, ListTooLong
 
 
@@ -250,3 +252,54 @@ def serve_entity(entity: Any, settings: Settings) -> bottle.HTTPResponse:
         },
     )
     return response
+
+
+# a schedule's own fields in its creating request; the others are the job's
+SCHEDULE_FIELDS = ("EVERY", "CRON", "OWNER")
+
+
+def install_schedules(app: bottle.Bottle, schedules: ScheduleService) -> None:
+    """Periodic jobs, for administrators: /schedules (list), POST /schedules/<jobdef>
+    (EVERY=5m or CRON='0 * * * *', OWNER, then the job's values), GET and DELETE
+    /schedules/<id>."""
+    route = router(app)
+
+    def document(record: ScheduleRecord) -> dict[str, Any]:
+        return {
+            "id": record.id,
+            "url": f"{base_url()}/schedules/{record.id}",
+            "owner": record.owner,
+            "jobdef": record.jobdef,
+            "every": record.every,
+            "cron": record.cron,
+            "parameters": [list(field) for field in record.fields],
+            "next_run": format_datetime(record.next_run),
+            "last_job": record.last_job_id,
+            "created": format_datetime(record.created),
+        }
+
+    @route("/schedules")
+    def schedule_list() -> dict[str, Any]:
+        return {"schedules": [document(s) for s in schedules.all(caller())]}
+
+    @route("/schedules/<jobdef>", "POST")
+    def add(jobdef: str) -> bottle.HTTPResponse:
+        fields, uploads = form_fields()
+        if uploads:
+            raise BadRequest("a schedule takes no files: give inputs as stored entity ids or URLs")
+        own = {name: form_value(fields, name) for name in SCHEDULE_FIELDS}
+        rest = [(k, v) for k, v in fields if k.upper() not in SCHEDULE_FIELDS]
+        record = schedules.add(
+            caller(), own["OWNER"], jobdef, rest, base_url(), own["EVERY"], own["CRON"]
+        )
+        url = f"{base_url()}/schedules/{record.id}"
+        return bottle.HTTPResponse(document(record), status=201, headers={"Location": url})
+
+    @route("/schedules/<schedule_id>")
+    def one(schedule_id: str) -> dict[str, Any]:
+        return document(schedules.get(caller(), schedule_id))
+
+    @route("/schedules/<schedule_id>", "DELETE")
+    def remove(schedule_id: str) -> bottle.HTTPResponse:
+        schedules.remove(caller(), schedule_id)
+        return bottle.HTTPResponse(status=204)
