@@ -30,7 +30,7 @@ from sqlalchemy import ColumnElement, Select, exists, false, func, or_, select, 
 
 from opus.config import Settings
 from opus.errors import Forbidden, Unauthorized
-from opus.ids import JOB_PREFIX, user_qname
+from opus.ids import INVALIDATION_PREFIX, JOB_PREFIX, user_qname
 from opus.jobdefs.model import JobDefinition
 from opus.store import jobs as store
 from opus.store import users as accounts
@@ -166,7 +166,8 @@ def visible_nodes(caller: Caller) -> Allowed | None:
 
     An activity is visible when its job is, or, once the job is destroyed, when the
     caller was its owner (the shares go with the job); an entity when an activity that
-    generated or used it is visible."""
+    generated or used it is visible; the activity that invalidated an entity when the
+    entity is."""
     if caller.admin:
         return None
     jobs = store.jobs
@@ -193,16 +194,26 @@ def visible_nodes(caller: Caller) -> Allowed | None:
         )
         return or_(shown, destroyed)
 
-    def node_visible(node: Any) -> ColumnElement[bool]:
-        generated = prov.generations.alias("seen_generated")
-        used = prov.used.alias("seen_used")
+    def entity_visible(node: Any, suffix: str = "") -> ColumnElement[bool]:
+        generated = prov.generations.alias(f"seen_generated{suffix}")
+        used = prov.used.alias(f"seen_used{suffix}")
         return or_(
-            activity_visible(node),
             exists().where(
                 generated.c.entity_id == node, activity_visible(generated.c.activity_id)
             ),
             exists().where(used.c.entity_id == node, activity_visible(used.c.activity_id)),
         )
+
+    def invalidation_visible(node: Any) -> ColumnElement[bool]:
+        ended = prov.invalidations.alias("seen_invalidated")
+        return exists().where(
+            func.substr(node, 1, len(INVALIDATION_PREFIX)) == INVALIDATION_PREFIX,
+            ended.c.activity_id == node,
+            entity_visible(ended.c.entity_id, "_invalidated"),
+        )
+
+    def node_visible(node: Any) -> ColumnElement[bool]:
+        return or_(activity_visible(node), entity_visible(node), invalidation_visible(node))
 
     return node_visible
 

@@ -16,6 +16,7 @@ from opus.config import Settings, join_metrics_dir, share_metrics_dir
 from opus.extras import MissingExtra, check
 from opus.identity_cli import add_commands, open_database
 from opus.phases import FINAL, Phase
+from opus.prov_cli import add_commands as add_prov_commands
 from opus.schedule_cli import add_commands as add_schedule_commands
 
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
@@ -412,6 +413,7 @@ def parser() -> argparse.ArgumentParser:
         "(default: OPUS_PUBLIC_URL)",
     )
     p.set_defaults(func=prov_export)
+    add_prov_commands(prov)
 
     database = commands.add_parser("db", help="the database's schema").add_subparsers(
         dest="db_command", required=True

@@ -36,6 +36,12 @@ class NotFound(OpusError):
     status = 404
 
 
+class Conflict(OpusError):
+    """The request contradicts what is recorded (an entity invalidated already)."""
+
+    status = 409
+
+
 class TooManyJobs(OpusError):
     status = 429
 

@@ -55,6 +55,7 @@ def local_name(text: str) -> str:
 
 JOB_PREFIX = "opus:job_"
 ENTITY_PREFIX = "opus:ent_"
+INVALIDATION_PREFIX = "opus:inval_"  # the activity that invalidated an entity
 
 
 def job_qname(job_id: str) -> str:
@@ -63,6 +64,10 @@ def job_qname(job_id: str) -> str:
 
 def entity_qname(entity_id: str) -> str:
     return f"{ENTITY_PREFIX}{entity_id}"
+
+
+def invalidation_qname(invalidation_id: str) -> str:
+    return f"{INVALIDATION_PREFIX}{invalidation_id}"
 
 
 def user_qname(name: str | None) -> str:

@@ -21,13 +21,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Engine, Table, event
+from sqlalchemy import Connection, Dialect, Engine, Table, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from provenance import store
-from provenance.model import Activity, RoleDescription
+from provenance.model import Activity, Invalidation, RoleDescription
 
-__all__ = ["PACKAGES", "context", "context_qname", "git_commit", "record"]
+__all__ = ["PACKAGES", "context", "context_qname", "git_commit", "invalidate", "record"]
 
 PACKAGES = ("opus-uws", "prov", "sqlalchemy", "astropy", "numpy", "gammapy", "celery")
 
@@ -275,6 +275,7 @@ def record(
         description_id=activity.description.id,
         context_id=context_id,
         comment=activity.comment,
+        replaces=activity.replaces,
     )
     used = [
         dict(activity_id=activity.id, entity_id=e.id, role=role, time=activity.start_time)
@@ -319,3 +320,40 @@ def record(
             *[(table, rows, False) for table, rows in also],
         ],
     )
+
+
+def invalidate(conn: Connection, invalidation: Invalidation) -> bool:
+    """Record an entity's invalidation in the caller's transaction: the invalidation
+    activity (its reason as its comment, at one instant), its agent, and wasInvalidatedBy.
+
+    Args:
+        conn: A connection inside a transaction, on the tables of `provenance.store`.
+        invalidation: What ended the entity, when, why and by whom.
+
+    Returns:
+        True; False when the entity was invalidated already (PROV: an entity is
+        invalidated once), nothing written then.
+    """
+    done = store.invalidations.c
+    if conn.execute(select(done.entity_id).where(done.entity_id == invalidation.entity_id)).first():
+        return False
+    when, agent = invalidation.time, invalidation.agent
+    activity = dict(
+        id=invalidation.activity_id,
+        name=invalidation.name,
+        start_time=when,
+        end_time=when,
+        comment=invalidation.reason,
+    )
+    association = dict(activity_id=invalidation.activity_id, agent_id=agent.id)
+    ended = dict(entity_id=invalidation.entity_id, activity_id=invalidation.activity_id, time=when)
+    _write_all(
+        conn,
+        [
+            (store.agents, [vars(agent)], True),
+            (store.activities, [activity], False),
+            (store.associations, [dict(association, role=invalidation.role)], False),
+            (store.invalidations, [ended], False),
+        ],
+    )
+    return True

@@ -155,11 +155,12 @@ def build(
     doc = Document(dict(namespaces) | {"voprov": VOPROV})
     records = doc.records
     activities = _rows(conn, ACTIVITY_COLUMNS, store.activities.c.id, chosen.activities)
-    for id_, name, start, end, status, comment, _, _ in activities:
+    for id_, name, start, end, status, comment, replaces, _, _ in activities:
         formal = {"prov:startTime": start, "prov:endTime": end}
         if start is None or end is None:
             formal = {k: v for k, v in formal.items() if v is not None}
-        records.append(Record("activity", id_, formal, _pairs(ACTIVITY, (name, status, comment))))
+        values = (name, status, comment, QName(replaces) if replaces else None)
+        records.append(Record("activity", id_, formal, _pairs(ACTIVITY, values)))
     entities = _rows(conn, ENTITY_COLUMNS, store.entities.c.id, chosen.entities)
     for id_, name, location, *rest in entities:
         values = (name, absolute(location, base_url), *rest)
@@ -179,7 +180,7 @@ def build(
     return doc
 
 
-ACTIVITY = ("prov:label", "voprov:status", "voprov:comment")
+ACTIVITY = ("prov:label", "voprov:status", "voprov:comment", "voprov:replaces")
 ENTITY = (
     "prov:label",
     "prov:location",
@@ -211,6 +212,7 @@ PARAMETER = (
 )
 _a, _e, _g = store.activities.c, store.entities.c, store.agents.c
 ACTIVITY_COLUMNS = [_a.id, _a.name, _a.start_time, _a.end_time, _a.status, _a.comment]
+ACTIVITY_COLUMNS.append(_a.replaces)
 ACTIVITY_COLUMNS += [_a.description_id, _a.context_id]  # last: _ivoa_records reads them
 ENTITY_COLUMNS = [_e.id, _e.name, _e.location, _e.content_type, _e.size, _e.sha256]
 AGENT_COLUMNS = [_g.id, _g.type, _g.name, _g.email, _g.version]
@@ -222,9 +224,11 @@ PARAMETER_COLUMNS += [_p.min, _p.max, _p.options, _p.description]
 
 
 def _relations(conn: Connection, doc: Document, chosen: Selection) -> None:
-    """used, wasGeneratedBy, wasAssociatedWith, wasDerivedFrom between the records shown."""
+    """used, wasGeneratedBy, wasInvalidatedBy, wasAssociatedWith, wasDerivedFrom between the
+    records shown."""
     records, shown, entities = doc.records, chosen.activities, chosen.entities
     u, g, a, d = store.used.c, store.generations.c, store.associations.c, store.derivations.c
+    i = store.invalidations.c
     columns = [u.activity_id, u.entity_id, u.time, u.role]
     for activity, entity, time, role in _rows(conn, columns, u.activity_id, shown):
         if entity in entities:
@@ -235,6 +239,12 @@ def _relations(conn: Connection, doc: Document, chosen: Selection) -> None:
         if entity in entities:
             formal = {"prov:entity": entity, "prov:activity": activity, "prov:time": time}
             records.append(Record("wasGeneratedBy", None, _present(formal), _role(role)))
+    for entity, activity, time in _rows(
+        conn, [i.entity_id, i.activity_id, i.time], i.entity_id, entities
+    ):
+        if activity in shown:
+            formal = {"prov:entity": entity, "prov:activity": activity, "prov:time": time}
+            records.append(Record("wasInvalidatedBy", None, _present(formal), []))
     for activity, agent, role in _rows(
         conn, [a.activity_id, a.agent_id, a.role], a.activity_id, shown
     ):
@@ -421,6 +431,7 @@ def _artefact_records(conn: Connection, doc: Document, ids: set[str]) -> None:
 RELATION_ARGS = {
     "used": ("prov:activity", "prov:entity", "prov:time"),
     "wasGeneratedBy": ("prov:entity", "prov:activity", "prov:time"),
+    "wasInvalidatedBy": ("prov:entity", "prov:activity", "prov:time"),
     "wasAssociatedWith": ("prov:activity", "prov:agent"),
     "wasDerivedFrom": ("prov:generatedEntity", "prov:usedEntity", "prov:activity"),
     "wasInfluencedBy": ("prov:influencee", "prov:influencer"),

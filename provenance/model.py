@@ -17,6 +17,7 @@ __all__ = [
     "Agent",
     "AgentType",
     "Entity",
+    "Invalidation",
     "Parameter",
     "RoleDescription",
 ]
@@ -116,3 +117,20 @@ class Activity:
     # (generated id, used id) pairs: which output came from which input, where the activity
     # knows; None: every generated entity derived from every used one
     derivations: list[tuple[str, str]] | None = None
+    # the id of the activity this one was run again in place of (an input of that one
+    # was invalidated): the reader finds the earlier run from the later
+    replaces: str | None = None
+
+
+@dataclass(frozen=True)
+class Invalidation:
+    """The end of an entity's validity (PROV wasInvalidatedBy): an activity of its own,
+    when, why, and the agent responsible (e.g. the person who found the entity wrong)."""
+
+    entity_id: str
+    activity_id: str
+    time: datetime
+    reason: str
+    agent: Agent
+    role: str = "invalidator"  # the agent's role in the invalidation activity
+    name: str = "invalidation"  # the invalidation activity's name

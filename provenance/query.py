@@ -35,8 +35,11 @@ __all__ = [
     "REACHES",
     "Allowed",
     "Direction",
+    "Downstream",
     "Selection",
     "activity_records",
+    "downstream",
+    "invalidations",
     "known_ids",
     "lineage",
     "select_records",
@@ -258,6 +261,8 @@ def select_records(
         r[0]
         for r in conn.execute(select(store.entities.c.id).where(store.entities.c.id.in_(chosen)))
     }
+    # an entity shown comes with its invalidation (not a step of the walk: it ends there)
+    found.activities |= {a for a, _ in invalidations(conn, found.entities).values()}
     if with_agents and found.activities:
         found.agents = {
             r[0]
@@ -290,7 +295,10 @@ def activity_records(conn: Connection, activity_id: str, with_agents: bool = Tru
         The Selection of the activity and the records one hop from it each way.
     """
     chosen = select_records(conn, [activity_id], 1, "BACK", with_agents)
-    chosen.entities |= select_records(conn, [activity_id], 1, "FORTH", with_agents).entities
+    forth = select_records(conn, [activity_id], 1, "FORTH", with_agents)
+    chosen.entities |= forth.entities
+    chosen.activities |= forth.activities  # the invalidations of what it generated
+    chosen.agents |= forth.agents
     return chosen
 
 
@@ -322,3 +330,91 @@ def known_ids(conn: Connection, ids: Iterable[str], allowed: Allowed | None = No
             query = query.where(allowed(table.c.id))
         queries.append(query)
     return {row[0] for row in conn.execute(union(*queries))}
+
+
+def invalidations(conn: Connection, entity_ids: Iterable[str]) -> dict[str, tuple[str, Any]]:
+    """The invalidations of some entities.
+
+    Args:
+        conn: A connection to the provenance tables.
+        entity_ids: Ids of entities.
+
+    Returns:
+        Entity id -> (the invalidation activity's id, the time), for those invalidated.
+    """
+    wanted = sorted(set(entity_ids))
+    if not wanted:
+        return {}
+    i = store.invalidations.c
+    rows = conn.execute(select(i.entity_id, i.activity_id, i.time).where(i.entity_id.in_(wanted)))
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+@dataclass
+class Downstream:
+    """What was made from some entities, each in an order its inputs come before it."""
+
+    entities: list[str] = field(default_factory=list)
+    activities: list[str] = field(default_factory=list)
+    # activity -> the activities of the list whose generated entities it used
+    informed_by: dict[str, set[str]] = field(default_factory=dict)
+
+
+def downstream(conn: Connection, ids: Iterable[str], allowed: Allowed | None = None) -> Downstream:
+    """Every entity and activity downstream of some entities: the FORTH walk with no depth
+    limit (in SQL, as `walk`), put in dependency order.
+
+    Args:
+        conn: A connection to the provenance tables.
+        ids: Ids of the entities to start from (not in the result).
+        allowed: The ids the walk may enter, as in `walk` (None: all).
+
+    Returns:
+        The Downstream: activities after those whose entities they used (ties, and what
+        a cycle leaves, by start time then id); entities in the order of the activities
+        that generated them.
+    """
+    starts = set(ids)
+    reached = walk(conn, starts, None, "FORTH", allowed) - starts
+    if not reached:
+        return Downstream()
+    a, g, u = store.activities.c, store.generations.c, store.used.c
+    nodes = sorted(reached)
+    started = {
+        row[0]: row[1] for row in conn.execute(select(a.id, a.start_time).where(a.id.in_(nodes)))
+    }
+    informed: dict[str, set[str]] = {activity: set() for activity in started}
+    pairs = conn.execute(
+        select(u.activity_id, g.activity_id)
+        .join_from(store.used, store.generations, g.entity_id == u.entity_id)
+        .where(u.activity_id.in_(list(started)), g.activity_id.in_(list(started)))
+        .distinct()
+    )
+    for later, earlier in pairs:
+        if later != earlier:
+            informed[later].add(earlier)
+    order = _dependency_order(informed, lambda n: (str(started[n] or ""), n))
+    place = {activity: n for n, activity in enumerate(order)}
+    makers = conn.execute(
+        select(g.entity_id, g.activity_id).where(g.entity_id.in_(nodes), g.activity_id.in_(order))
+    )
+    made = {entity: place[activity] for entity, activity in makers}
+    entities = _present(conn, store.entities, [n for n in nodes if n not in started])
+    return Downstream(sorted(entities, key=lambda e: (made.get(e, len(order)), e)), order, informed)
+
+
+def _dependency_order(after: dict[str, set[str]], key: Callable[[str], Any]) -> list[str]:
+    """The nodes, each after those it comes after (Kahn's algorithm; what a cycle leaves
+    goes last, by `key`)."""
+    waiting = {node: set(before) & after.keys() for node, before in after.items()}
+    order: list[str] = []
+    while waiting:
+        ready = sorted((n for n, before in waiting.items() if not before), key=key)
+        if not ready:  # a cycle: the rest in key order
+            ready = sorted(waiting, key=key)
+        order += ready
+        for node in ready:
+            del waiting[node]
+        for before in waiting.values():
+            before.difference_update(ready)
+    return order

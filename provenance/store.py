@@ -28,6 +28,7 @@ __all__ = [
     "entities",
     "generation_descriptions",
     "generations",
+    "invalidations",
     "metadata",
     "parameters",
     "usage_descriptions",
@@ -78,6 +79,7 @@ activities = Table(
     Column("description_id", String(ID)),
     Column("context_id", String(ID)),
     Column("comment", Text),
+    Column("replaces", String(ID)),  # the activity this one was run again in place of
 )
 
 entities = Table(
@@ -161,4 +163,15 @@ contexts = Table(  # one row per key of a context; activities with the same cont
     Column("context_id", String(ID), primary_key=True),
     Column("key", String(128), primary_key=True),
     Column("value", Text),
+)
+
+# PROV's wasInvalidatedBy: an entity ends once, by an activity of its own (a row of
+# `activities`, its reason the comment, its agent in `associations`)
+invalidations = Table(
+    "prov_invalidations",
+    metadata,
+    Column("entity_id", String(ID), primary_key=True),
+    Column("activity_id", String(ID), nullable=False),
+    Column("time", DateTime),
+    Index("ix_prov_invalidations_activity", "activity_id"),
 )

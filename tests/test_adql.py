@@ -18,12 +18,13 @@ from opus.store.readonly import QueryFailed, QueryTimeout, ReadOnlyQueries
 from opus.tap.adql import AdqlError, translate
 from opus.tap.schema import PROVENANCE_TABLES, Reader
 from provenance import query as lineage_query
-from provenance.capture import record
+from provenance.capture import invalidate, record
 from provenance.model import (
     Activity,
     ActivityDescription,
     Agent,
     Entity,
+    Invalidation,
     Parameter,
     RoleDescription,
 )
@@ -72,7 +73,7 @@ def _entity(n: int) -> Entity:
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     """A chain 0 -> job1 -> 1 -> job2 -> 2, a fan-out job3 (from 1), a fan-in job4 (2 and 3);
-    jobs 1-4 alice's, job 5 (from 0) bob's."""
+    jobs 1-4 alice's, job 5 (from 0) bob's; entities 3 and 5 invalidated by root."""
     folder: Path = tmp_path_factory.mktemp("adql")
     database = Database(database_url(folder))
     database.create_schema()
@@ -83,6 +84,14 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
         record(conn, _activity(3, [e[1]], [e[3]], "alice"))
         record(conn, _activity(4, [e[2], e[3]], [e[4]], "alice"))
         record(conn, _activity(5, [e[0]], [e[5]], "bob"))
+        root = Agent("opus:user_root", "Person", "root")
+        for n, entity in ((1, 3), (2, 5)):  # alice's entity 3 and bob's 5 found wrong
+            invalidate(
+                conn,
+                Invalidation(
+                    e[entity].id, f"opus:inval_{n:016x}", datetime(2026, 12, 2), "bad", root
+                ),
+            )
         from opus.store.schema import Job  # the jobs the visibility rule reads
 
         for n, owner in ((1, "alice"), (2, "alice"), (3, "alice"), (4, "alice"), (5, "bob")):
@@ -133,6 +142,21 @@ def test_every_view_runs_and_hides_what_a_reader_may_not_see(db: Database, table
     assert everything and nobody == []
     assert set(alices) <= set(everything)
     assert not any("job_0000000000000005" in str(row) for row in alices), alices
+
+
+def test_an_invalidation_is_seen_by_who_may_see_its_entity(db: Database) -> None:
+    query = "SELECT entity, activity FROM provenance.wasinvalidatedby ORDER BY entity"
+    assert run(db, query) == [(uri(3), uri(1, "inval")), (uri(5), uri(2, "inval"))]
+    assert run(db, query, ALICE) == [(uri(3), uri(1, "inval"))]
+    assert run(db, query, BOB) == [(uri(5), uri(2, "inval"))]
+    why = (
+        "SELECT a.comment, g.name FROM provenance.wasinvalidatedby AS i"
+        " JOIN provenance.activity AS a ON a.id = i.activity"
+        " JOIN provenance.wasassociatedwith AS w ON w.activity = a.id"
+        " JOIN provenance.agent AS g ON g.id = w.agent"
+    )
+    assert run(db, why, ALICE) == [("bad", "root")]
+    assert run(db, why, Caller("carol")) == []
 
 
 def test_identifier_comparisons_find_what_uri_comparisons_do(db: Database) -> None:

@@ -37,6 +37,7 @@ LAYERS: list[set[str]] = [
     {"opus.web"},  # the web pages, over the services
     {"opus.app", "opus.identity_cli", "opus.demo", "opus.daemons"},
     {"opus.schedule_cli"},  # schedules made through the daemons' job service
+    {"opus.prov_cli"},  # invalidations and re-runs through the job service
     {"opus.cli"},
 ]
 HTTP_MODULES = {"opus.app", "opus.http"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,8 +17,9 @@ from sqlalchemy import Connection, create_engine, func, select
 
 from provenance import capture, document, query, store
 from provenance.document import QName, to_prov
-from provenance.model import Activity, ActivityDescription, Agent, Entity, Parameter
+from provenance.model import Activity, ActivityDescription, Agent, Entity, Invalidation, Parameter
 from provenance.serializers import serialize
+from provenance.serializers.graph import graph_of
 from tests.servers import ROOT
 
 pytestmark = pytest.mark.any_database  # the library, on SQLite and on PostgreSQL itself
@@ -309,3 +311,85 @@ def test_descriptions_contexts_and_parameters_are_known_by_their_ids(engine) -> 
     assert shown["ex:a2_par_n"]["prov:value"] == "3"
     assert shown["ex:step_1"]["voprov:name"] == "step"
     assert shown[context]["voprov:context_host"] == "here"
+
+
+def test_an_invalidation_and_a_replacement_in_every_format(tmp_path: Path) -> None:
+    """An entity's invalidation (its activity, reason and agent) comes with the entity in
+    a walk; every writer writes it as prov 3 does, PROV-XML valid; a re-run says which
+    activity it replaces; the drawing strikes the entity through."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'prov.sqlite'}")
+    store.metadata.create_all(engine)
+    again = activity("a2bis", ["mid"], ["out2"])
+    again.replaces = "ex:a2"
+    root = Agent("ex:root", "Person", "root")
+    ended = Invalidation("ex:mid", "ex:inval_1", NOW, 'wrong <flat> & "bias"', root)
+    with engine.begin() as conn:
+        capture.record(conn, activity("a1", ["raw"], ["mid"]))
+        capture.record(conn, activity("a2", ["mid"], ["out"]))
+        capture.record(conn, again)
+        assert capture.invalidate(conn, ended)
+        assert not capture.invalidate(conn, ended)  # an entity ends once
+    with engine.connect() as conn:
+        chosen = query.select_records(conn, ["ex:raw"], None, "FORTH")
+        assert "ex:inval_1" in chosen.activities and "ex:root" in chosen.agents
+        job = query.activity_records(conn, "ex:a1")
+        assert "ex:inval_1" in job.activities  # the invalidation of what it generated
+        doc = document.build(conn, chosen, {"ex": "http://example.org/"}, "IVOA")
+    [invalidated] = [r for r in doc.records if r.kind == "wasInvalidatedBy"]
+    assert invalidated.formal == {"prov:entity": "ex:mid", "prov:activity": "ex:inval_1",
+                                  "prov:time": NOW}  # fmt: skip
+    shown = {r.id: dict(r.attributes) for r in doc.records if r.id}
+    assert shown["ex:inval_1"]["voprov:comment"] == ended.reason
+    assert shown["ex:a2bis"]["voprov:replaces"] == QName("ex:a2")
+    for name in ("PROV-N", "PROV-XML"):
+        assert serialize(doc, name)[0] == prov_wrote(doc, name)
+    body = serialize(doc, "PROV-JSON")[0]
+    import jsonschema
+
+    schema = json.loads((SCHEMAS / "prov-json.schema.json").read_text())
+    jsonschema.validate(json.loads(body), schema)
+    [written] = json.loads(body)["wasInvalidatedBy"].values()
+    assert written == {"prov:entity": "ex:mid", "prov:activity": "ex:inval_1",
+                       "prov:time": NOW.isoformat()}  # fmt: skip
+    assert prov.model.ProvDocument.deserialize(content=body.decode(), format="json") == to_prov(doc)
+    provn = serialize(doc, "PROV-N")[0].decode()
+    assert "wasInvalidatedBy(ex:mid, ex:inval_1, 2026-01-01T12:00:00)" in provn
+    xsd = etree.XMLSchema(etree.parse(str(SCHEMAS / "prov.xsd")))
+    assert xsd.validate(etree.fromstring(serialize(doc, "PROV-XML")[0])), xsd.error_log
+    votable = etree.fromstring(serialize(doc, "PROV-VOTABLE")[0])
+    ns = {"v": "http://www.ivoa.net/xml/VOTable/v1.3"}
+    [table] = votable.iterfind(".//v:TABLE[@name='WasInvalidatedBy']", ns)
+    assert [td.text for td in table.iterfind(".//v:TD", ns)] == [
+        "ex:mid",
+        "ex:inval_1",
+        NOW.isoformat(),
+    ]
+    graph = graph_of(doc)
+    assert graph.nodes["ex:mid"].invalidated and "ex:inval_1" not in graph.nodes
+    assert any(ended.reason in line for line in graph.nodes["ex:mid"].tooltip)
+    if shutil.which("dot"):
+        svg = serialize(doc, "PROV-SVG")[0]
+        assert b'class="node entity invalidated"' in svg and b"line-through" in svg
+        assert b"<flat>" not in svg  # the reason is text, never markup
+    engine.dispose()
+
+
+def test_downstream_is_in_dependency_order(tmp_path: Path) -> None:
+    """raw -> a -> x; x -> b -> y, x -> c -> z (fan-out); y + z -> d -> w (fan-in)."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'prov.sqlite'}")
+    store.metadata.create_all(engine)
+    with engine.begin() as conn:
+        for name, used, generated in (
+            ("d", ["y", "z"], ["w"]),  # recorded first: the order comes from the lineage
+            ("c", ["x"], ["z"]),
+            ("b", ["x"], ["y"]),
+            ("a", ["raw"], ["x"]),
+        ):
+            capture.record(conn, activity(name, used, generated))
+    with engine.connect() as conn:
+        found = query.downstream(conn, ["ex:x"])
+        assert query.downstream(conn, ["ex:w"]) == query.Downstream()
+    assert found.activities == ["ex:b", "ex:c", "ex:d"]
+    assert found.entities == ["ex:y", "ex:z", "ex:w"]
+    assert found.informed_by == {"ex:b": set(), "ex:c": set(), "ex:d": {"ex:b", "ex:c"}}
+    engine.dispose()

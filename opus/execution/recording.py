@@ -143,6 +143,7 @@ def job_activity(
         agents=agents,
         context=context,
         derivations=told.derivations(inputs, results),
+        replaces=job_qname(job.replaces) if job.replaces else None,
     )
 
 

@@ -9,10 +9,11 @@ a default explicitly changes nothing; `rerun` left out), each input role's file 
 and checksums (a unit may write the names it is given), the versions of the packages the
 definition requires, and the owner's data rights (a partnership right changes what T0
 keeps). Files a unit read from the data folder (its reference entities) are hashed
-again before a reuse: a changed one means a new run. The reusing job's
-results are new entities of the same bytes (hard links where the file system allows):
-in PROV each entity has one generating activity, so the new job *used* the earlier
-results and generated its own, derived from them.
+again before a reuse: a changed one means a new run; a job one of whose results was
+invalidated is not reused. The reusing job's results are new entities of the same bytes
+(hard links where the file system allows): in PROV each entity has one generating
+activity, so the new job *used* the earlier results and generated its own, derived from
+them.
 """
 
 from __future__ import annotations
@@ -107,6 +108,19 @@ def unchanged(settings: Settings, refs: list[tuple[Entity, str]]) -> bool:
 def _checksum(path: str, size: int, mtime_ns: int) -> str:
     """A file's SHA-256, hashed once per size and modification time."""
     return hash_file(Path(path))[0]
+
+
+def invalidated(conn: Connection, job_id: str) -> bool:
+    """Whether a result of the job was invalidated: such results are never reused (the
+    job that made a wrong file runs again, even with the same values and inputs)."""
+    g, i = prov.generations.c, prov.invalidations.c
+    found = conn.execute(
+        select(i.entity_id)
+        .join_from(prov.invalidations, prov.generations, g.entity_id == i.entity_id)
+        .where(g.activity_id == job_qname(job_id))
+        .limit(1)
+    ).first()
+    return found is not None
 
 
 def wants_rerun(values: dict[str, str]) -> bool:

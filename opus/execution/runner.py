@@ -324,8 +324,10 @@ def _reuse(ctx: RunnerContext, run: _Run, jobdef: JobDefinition, workdir: Path) 
         earlier = store.reusable(conn, run.reuse_key, run.job.owner, run.job_id)
         earlier_results = store.get_results(conn, earlier.id) if earlier else []
         refs = reuse.references(conn, earlier.id) if earlier else []
+        spoiled = reuse.invalidated(conn, earlier.id) if earlier else False
     if (
         earlier is None
+        or spoiled
         or not all((ctx.settings.data_dir / e.path).is_file() for e in earlier_results)
         or not reuse.unchanged(ctx.settings, refs)
     ):

@@ -1,14 +1,16 @@
-"""HTTP of provenance: /provsap, /rest/{jobdef}/{id}/provenance, and /prov/{local}, where
-every `opus:` name of a document resolves."""
+"""HTTP of provenance: /provsap, /rest/{jobdef}/{id}/provenance, /prov/{local}, where
+every `opus:` name of a document resolves, and POST /prov/invalidate (administrators)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import bottle
 
 from opus.auth import Caller
 from opus.http import all_params, answer, base_url, caller, router, see_other
+from opus.provsap import invalidation
 from opus.provsap.service import ProvenanceService, parse
 
 
@@ -29,6 +31,15 @@ def install(
     def job_provenance(jobdef: str, job_id: str) -> bytes:
         find_job(caller(), jobdef, job_id)
         return answer(*provenance.job_document(job_id, parse(all_params()), base_url()))
+
+    invalidations = invalidation.InvalidationService(provenance.db, provenance.public_url)
+
+    @route("/prov/invalidate", "POST")
+    def invalidate() -> dict[str, Any]:
+        """ID, REASON: the invalidation recorded; what is downstream, as JSON."""
+        given, reason = invalidation.parse(all_params())
+        report = invalidations.invalidate(caller(), given, reason, base_url())
+        return report.as_json(invalidations.base(base_url()))
 
     @route("/prov/<local>")
     def resolve(local: str) -> bottle.HTTPResponse:

@@ -77,4 +77,15 @@ def examples(entity: str | None, activity: str | None) -> list[Example]:
             "JOIN provenance.wasassociatedwith AS w ON w.agent = g.id\n"
             "GROUP BY g.name, w.role",
         ),
+        Example(
+            "invalidated",
+            "Files found wrong",
+            "Each invalidated entity with when and why it was invalidated, and the jobs "
+            "that used it (to re-process: opus prov rerun).",
+            "SELECT i.entity, i.atTime AS invalidated, a.comment AS reason, u.activity AS used_by\n"
+            "FROM provenance.wasinvalidatedby AS i\n"
+            "JOIN provenance.activity AS a ON a.id = i.activity\n"
+            "LEFT OUTER JOIN provenance.used AS u ON u.entity = i.entity\n"
+            "ORDER BY invalidated DESC",
+        ),
     ]

@@ -187,6 +187,7 @@ def _activity(r: Reader) -> Select[Any]:
         a.comment.label("comment"),
         *_id(a.description_id, "activitydescription", r),
         *_id(a.context_id, "context", r),
+        *_id(a.replaces, "replaces", r),
     ).where(_visible(a.id, r))
 
 
@@ -233,6 +234,16 @@ def _generated(r: Reader) -> Select[Any]:
         .join_from(prov.generations, prov.activities, a.id == g.activity_id)
         .where(_visible(g.activity_id, r))
     )
+
+
+def _invalidated(r: Reader) -> Select[Any]:
+    """An entity's invalidation, seen by whoever may see the entity."""
+    i = prov.invalidations.c
+    return select(
+        *_id(i.entity_id, "entity", r),
+        *_id(i.activity_id, "activity", r),
+        _time(i.time, r).label("attime"),
+    ).where(_visible(i.entity_id, r))
 
 
 def _associated(r: Reader) -> Select[Any]:
@@ -476,6 +487,11 @@ PROVENANCE_TABLES: tuple[TapTable, ...] = (
                 "activityDescription", "its ActivityDescription", _v("Activity.ActivityDescription")
             ),
             ident("context", "its execution context (provenance.context)"),
+            ident(
+                "replaces",
+                "the activity this one was run again in place of (an input was invalidated)",
+                _v("Activity.replaces"),
+            ),
         ),
         _activity,
         _v("Activity"),
@@ -527,6 +543,19 @@ PROVENANCE_TABLES: tuple[TapTable, ...] = (
         ),
         _generated,
         _v("WasGeneratedBy"),
+    ),
+    TapTable(
+        PROVENANCE,
+        "wasinvalidatedby",
+        "ProvDM WasInvalidatedBy: an entity found wrong, invalidated by an activity (its"
+        " comment the reason, its agent who)",
+        (
+            ident("entity", "the entity invalidated", _v("WasInvalidatedBy.entity"), indexed=True),
+            ident("activity", "the invalidation activity", _v("WasInvalidatedBy.activity")),
+            timestamp("atTime", "when", _v("WasInvalidatedBy.time")),
+        ),
+        _invalidated,
+        _v("WasInvalidatedBy"),
     ),
     TapTable(
         PROVENANCE,
@@ -705,12 +734,15 @@ PROVENANCE_KEYS: tuple[ForeignKey, ...] = tuple(
     for a, ca, b, cb in (
         ("activity", "activityDescription", "activitydescription", "id"),
         ("activity", "context", "context", "id"),
+        ("activity", "replaces", "activity", "id"),
         ("used", "activity", "activity", "id"),
         ("used", "entity", "entity", "id"),
         ("used", "usageDescription", "usagedescription", "id"),
         ("wasgeneratedby", "entity", "entity", "id"),
         ("wasgeneratedby", "activity", "activity", "id"),
         ("wasgeneratedby", "generationDescription", "generationdescription", "id"),
+        ("wasinvalidatedby", "entity", "entity", "id"),
+        ("wasinvalidatedby", "activity", "activity", "id"),
         ("wasassociatedwith", "activity", "activity", "id"),
         ("wasassociatedwith", "agent", "agent", "id"),
         ("wasattributedto", "entity", "entity", "id"),

@@ -8,7 +8,8 @@ the node's tooltip (its SVG ``<title>``), not in note boxes. The IVOA model's
 description, parameters and context of an activity fold into that activity's tooltip.
 Agents are drawn when the document holds them (ProvSAP leaves them out of a PROV-SVG
 unless asked: ``AGENT=YES``). A derivation already told by an activity that used the one
-entity and generated the other is not drawn again.
+entity and generated the other is not drawn again. An invalidated entity is drawn struck
+through and outlined in red, its invalidation (when, why, by whom) in its tooltip.
 
 The DOT text names nodes ``n1``, ``n2``…: what a record says reaches the drawing only
 as escaped label text and as tooltips set afterwards through an XML tree, so nothing of
@@ -50,6 +51,8 @@ STYLE = {
     "agent": 'shape=house, style=filled, fillcolor="#FED37F", color="#808080"',
     "hidden": 'shape=box, style="dashed,filled", fillcolor="#EEEEEE", color="#808080"',
 }
+INVALIDATED = 'shape=ellipse, style=filled, fillcolor="#FFFC87", color="#D00000", penwidth=2.5'
+
 EDGE_STYLE = {
     "used": 'color="#555555"',
     "wasGeneratedBy": 'color="#1B6B2B"',
@@ -79,6 +82,7 @@ class Node:
     kind: str  # entity, activity, agent, hidden
     label: str  # prov:label, else the id
     tooltip: list[str] = field(default_factory=list)
+    invalidated: bool = False  # an entity whose invalidation the document holds
 
 
 @dataclass
@@ -120,11 +124,13 @@ def graph_of(doc: Document) -> Graph:
     """The nodes and edges of a document's drawing (also what a page lists as text)."""
     attributes = {r.id: dict(r.attributes) for r in doc.records if r.id is not None}
     artefacts = {i for i, a in attributes.items() if str(a.get("prov:type", "")) in ARTEFACTS}
+    ended = _invalidations(doc, attributes)
+    invalidators = {activity for activity, _ in ended.values()}
     nodes: dict[str, Node] = {}
     for record in doc.records:
         if record.kind not in ("entity", "activity", "agent") or record.id is None:
             continue
-        if record.id in artefacts:
+        if record.id in artefacts or record.id in invalidators:
             continue
         values = attributes[record.id]
         hidden = str(values.get("prov:type", "")) == "voprov:hidden"
@@ -134,7 +140,11 @@ def graph_of(doc: Document) -> Graph:
         if record.kind == "activity":
             tooltip += [f"{name} = {_text(value)}" for name, value in record.formal.items()]
         tooltip += _attributes(record)
-        nodes[record.id] = Node(f"n{len(nodes) + 1}", record.id, kind, label, tooltip)
+        node = Node(f"n{len(nodes) + 1}", record.id, kind, label, tooltip)
+        if record.id in ended and record.kind == "entity":
+            node.invalidated = True
+            node.tooltip.append(ended[record.id][1])
+        nodes[record.id] = node
     edges: list[Edge] = []
     makers: dict[str, set[str]] = {}  # entity -> the activities that generated it
     used = set()  # (activity, entity)
@@ -179,6 +189,33 @@ def graph_of(doc: Document) -> Graph:
     return Graph(nodes, edges)
 
 
+def _invalidations(
+    doc: Document, attributes: dict[str, dict[str, Any]]
+) -> dict[str, tuple[str, str]]:
+    """Invalidated entity -> (its invalidation activity, a line saying when, why, by whom)."""
+    agents: dict[str, list[str]] = {}
+    for r in doc.records:
+        if r.kind == "wasAssociatedWith":
+            agent = r.formal["prov:agent"]
+            label = attributes.get(agent, {}).get("prov:label") or agent
+            agents.setdefault(r.formal["prov:activity"], []).append(str(label))
+    ended = {}
+    for r in doc.records:
+        if r.kind != "wasInvalidatedBy":
+            continue
+        activity = r.formal.get("prov:activity")
+        if activity is None:
+            continue
+        when = r.formal.get("prov:time")
+        line = "INVALIDATED" + (f" at {_text(when)}" if when is not None else "")
+        if agents.get(activity):
+            line += f" by {', '.join(agents[activity])}"
+        reason = attributes.get(activity, {}).get("voprov:comment")
+        line += f" ({activity})" + (f": {reason}" if reason else "")
+        ended[r.formal["prov:entity"]] = (activity, line)
+    return ended
+
+
 def _folded(artefact: str, values: dict[str, Any]) -> list[str]:
     """A description, parameter or context as lines of its activity's tooltip."""
     kind = str(values.get("prov:type", "")).removeprefix("voprov:")
@@ -202,6 +239,13 @@ def _dot_string(text: str) -> str:
     return '"' + text.replace("\n", " ") + '"'
 
 
+def _html_text(text: str) -> str:
+    """Text inside a DOT HTML-like label, shown as it is (never markup)."""
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
+
+
 def _dot(graph: Graph, link: Callable[[str], str | None]) -> str:
     lines = [
         "digraph lineage {",
@@ -213,10 +257,10 @@ def _dot(graph: Graph, link: Callable[[str], str | None]) -> str:
     for node in graph.nodes.values():
         url = link(node.id) if node.kind != "hidden" else None
         target = f', URL={_dot_string(url)}, target="_top"' if url else ""
-        lines.append(
-            f"  {node.key} [id={node.key}, label={_dot_string(_short(node.label))}, "
-            f"{STYLE[node.kind]}{target}];"
-        )
+        label, style = _dot_string(_short(node.label)), STYLE[node.kind]
+        if node.invalidated:  # struck through: an HTML-like label, its text escaped
+            label, style = f"<<S>{_html_text(_short(node.label))}</S>>", INVALIDATED
+        lines.append(f"  {node.key} [id={node.key}, label={label}, {style}{target}];")
     for edge in graph.edges:
         tail, head = graph.nodes[edge.tail].key, graph.nodes[edge.head].key
         lines.append(f"  {tail} -> {head} [id={edge.key}, {EDGE_STYLE[edge.kind]}];")
@@ -282,7 +326,8 @@ def _with_tooltips(svg: bytes, graph: Graph) -> bytes:
         key = group.get("id", "")
         title = group.find(f"{{{SVG}}}title")
         if key in nodes:
-            group.set("class", f"node {nodes[key].kind}")
+            ended = " invalidated" if nodes[key].invalidated else ""
+            group.set("class", f"node {nodes[key].kind}{ended}")
             tooltip = "\n".join(nodes[key].tooltip)
         elif key in edges:
             group.set("class", f"edge {edges[key].kind}")

@@ -26,6 +26,7 @@ FORMAL: dict[str, tuple[str, ...]] = {
     "agent": (),
     "used": ("prov:activity", "prov:entity", "prov:time"),
     "wasGeneratedBy": ("prov:entity", "prov:activity", "prov:time"),
+    "wasInvalidatedBy": ("prov:entity", "prov:activity", "prov:time"),
     "wasAssociatedWith": ("prov:activity", "prov:agent", "prov:plan"),
     "wasDerivedFrom": (
         "prov:generatedEntity",

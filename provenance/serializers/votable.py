@@ -4,8 +4,10 @@ Written from the Document (as text: lxml took a third of a second for the lineag
 1,000 jobs), so it shows exactly what the other formats show:
 entities typed voprov:ActivityDescription, voprov:Parameter and voprov:Context
 go to tables of their own, and wasInfluencedBy typed voprov:wasConfiguredBy
-and voprov:isDescribedBy become WasConfiguredBy and the Activity's description. An INFO
-``prefix:<prefix>`` says what each prefix of the ids stands for.
+and voprov:isDescribedBy become WasConfiguredBy and the Activity's description; an
+invalidated entity has its row in WasInvalidatedBy (the reason is the comment of its
+invalidation activity). An INFO ``prefix:<prefix>`` says what each prefix of the ids
+stands for.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ TABLES: list[tuple[str, str, list[tuple[str, str, Getter]]]] = [
             ("endTime", "voprov:Activity.endTime", _formal("prov:endTime")),
             ("status", "voprov:Activity.status", _voprov("status")),
             ("comment", "voprov:Activity.comment", _voprov("comment")),
+            ("replaces", "voprov:Activity.replaces", _voprov("replaces")),
         ],
     ),
     (
@@ -136,6 +139,15 @@ TABLES: list[tuple[str, str, list[tuple[str, str, Getter]]]] = [
         ],
     ),
     (
+        "WasInvalidatedBy",
+        "voprov:WasInvalidatedBy",
+        [
+            ("entity", "voprov:WasInvalidatedBy.entity", _formal("prov:entity")),
+            ("activity", "voprov:WasInvalidatedBy.activity", _formal("prov:activity")),
+            ("time", "voprov:WasInvalidatedBy.time", _formal("prov:time")),
+        ],
+    ),
+    (
         "WasAssociatedWith",
         "voprov:WasAssociatedWith",
         [
@@ -182,6 +194,7 @@ TABLE_OF = {
     "agent": "Agent",
     "used": "Used",
     "wasGeneratedBy": "WasGeneratedBy",
+    "wasInvalidatedBy": "WasInvalidatedBy",
     "wasAssociatedWith": "WasAssociatedWith",
     "wasDerivedFrom": "WasDerivedFrom",
 }
