@@ -33,16 +33,20 @@ from opus.uws.service import JobService
 log = logging.getLogger(__name__)
 
 
-def schedule_service(settings: Settings, db: Database) -> ScheduleService:
-    """Schedules over a job service of this process's own (no web server needed)."""
-    jobs = JobService(
+def job_service(settings: Settings, db: Database) -> JobService:
+    """The UWS service of a process with no web server (its jobs dispatched as the
+    server's are): the sweeps' schedules, `opus schedule`, `opus prov rerun`."""
+    return JobService(
         settings,
         db,
         load_registry(settings.jobdef_dirs),
         make_dispatcher(settings, db),
         make_notifier(settings),
     )
-    return ScheduleService(jobs, Identities(settings, db))
+
+
+def schedule_service(settings: Settings, db: Database) -> ScheduleService:
+    return ScheduleService(job_service(settings, db), Identities(settings, db))
 
 
 def schedule_task(settings: Settings) -> Task:

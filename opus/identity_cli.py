@@ -33,9 +33,14 @@ def open_database() -> Database | None:
     return Database(settings.db_url)
 
 
-def _run(name: str, action: Callable[[Accounts, argparse.Namespace], None]) -> Callable[..., int]:
+def on_database(
+    name: str, action: Callable[[Database, argparse.Namespace], int]
+) -> Callable[[argparse.Namespace], int]:
+    """An `opus NAME` command run on the configured database, its schema current; a
+    refusal (opus.errors) or an outdated schema said in one line, exit 2."""
+
     def command(args: argparse.Namespace) -> int:
-        from opus.accounts import Accounts
+        # imported here: `opus serve` must not import a database driver before gevent patches
         from opus.store.migrate import SchemaError, ensure_current
 
         db = open_database()
@@ -43,7 +48,7 @@ def _run(name: str, action: Callable[[Accounts, argparse.Namespace], None]) -> C
             return 2
         try:
             ensure_current(db)
-            action(Accounts(db), args)
+            return action(db, args)
         except OpusError as exc:
             print(f"opus {name}: {exc.message}", file=sys.stderr)
             return 2
@@ -52,9 +57,18 @@ def _run(name: str, action: Callable[[Accounts, argparse.Namespace], None]) -> C
             return 2
         finally:
             db.engine.dispose()
-        return 0
 
     return command
+
+
+def _run(name: str, action: Callable[[Accounts, argparse.Namespace], None]) -> Callable[..., int]:
+    def on_accounts(db: Database, args: argparse.Namespace) -> int:
+        from opus.accounts import Accounts
+
+        action(Accounts(db), args)
+        return 0
+
+    return on_database(name, on_accounts)
 
 
 def _limits(args: argparse.Namespace) -> dict[str, object]:

@@ -13,8 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from opus.config import Settings
-from opus.errors import OpusError
-from opus.identity_cli import open_database
+from opus.identity_cli import on_database
 
 if TYPE_CHECKING:
     from opus.store.db import Database
@@ -24,23 +23,7 @@ if TYPE_CHECKING:
 def _command(
     name: str, action: Callable[[Settings, Database, argparse.Namespace], int]
 ) -> Callable[[argparse.Namespace], int]:
-    def command(args: argparse.Namespace) -> int:
-        # imported here: `opus serve` must not import a database driver before gevent patches
-        from opus.store.migrate import SchemaError, ensure_current
-
-        db = open_database()
-        if db is None:
-            return 2
-        try:
-            ensure_current(db)
-            return action(Settings(), db, args)
-        except (OpusError, SchemaError) as exc:
-            print(f"opus prov {name}: {getattr(exc, 'message', exc)}", file=sys.stderr)
-            return 2
-        finally:
-            db.engine.dispose()
-
-    return command
+    return on_database(f"prov {name}", lambda db, args: action(Settings(), db, args))
 
 
 def invalidate(settings: Settings, db: Database, args: argparse.Namespace) -> int:
@@ -69,21 +52,11 @@ def invalidate(settings: Settings, db: Database, args: argparse.Namespace) -> in
 
 def rerun(settings: Settings, db: Database, args: argparse.Namespace) -> int:
     from opus.auth import Identities
-    from opus.execution.dispatch import make_dispatcher
-    from opus.execution.notify import make_notifier
-    from opus.jobdefs.registry import load_registry
+    from opus.daemons import job_service
     from opus.phases import Phase
     from opus.uws.rerun import RerunService
-    from opus.uws.service import JobService
 
-    jobs = JobService(
-        settings,
-        db,
-        load_registry(settings.jobdef_dirs),
-        make_dispatcher(settings, db),
-        make_notifier(settings),
-    )
-    service = RerunService(jobs, Identities(settings, db))
+    service = RerunService(job_service(settings, db), Identities(settings, db))
     plan = service.plan(args.downstream, args.replacement)
     _print_plan(plan)
     if args.dry_run or not plan.steps:

@@ -9,52 +9,38 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from opus.config import Settings
-from opus.errors import OpusError
-from opus.identity_cli import open_database
+from opus.identity_cli import on_database
 from opus.timeutil import format_datetime
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the database's modules are imported when a command runs
+    from opus.store.db import Database
     from opus.store.schedules import ScheduleRecord
 
 
-def _schedule(args: argparse.Namespace) -> int:
-    # imported here: `opus serve` must not import a database driver before gevent patches
+def _schedule(db: Database, args: argparse.Namespace) -> int:
     from opus.auth import Caller
     from opus.daemons import schedule_service
-    from opus.store.migrate import SchemaError, ensure_current
 
-    db = open_database()
-    if db is None:
-        return 2
     settings = Settings()
     operator = Caller(None, admin=True, anonymous_public=settings.anonymous)
-    try:
-        ensure_current(db)
-        service = schedule_service(settings, db)
-        if args.schedule_command == "add":
-            fields = []
-            for item in args.values:
-                key, sep, value = item.partition("=")
-                if not sep:
-                    print(f"opus schedule add: {item!r} is not key=value", file=sys.stderr)
-                    return 2
-                fields.append((key, value))
-            base = settings.public_url or f"http://{settings.host}:{settings.port}"
-            record = service.add(
-                operator, args.owner, args.jobdef, fields, base, args.every, args.cron
-            )
+    service = schedule_service(settings, db)
+    if args.schedule_command == "add":
+        fields = []
+        for item in args.values:
+            key, sep, value = item.partition("=")
+            if not sep:
+                print(f"opus schedule add: {item!r} is not key=value", file=sys.stderr)
+                return 2
+            fields.append((key, value))
+        base = settings.public_url or f"http://{settings.host}:{settings.port}"
+        record = service.add(operator, args.owner, args.jobdef, fields, base, args.every, args.cron)
+        print(json.dumps(_summary(record)))
+    elif args.schedule_command == "list":
+        for record in service.all(operator):
             print(json.dumps(_summary(record)))
-        elif args.schedule_command == "list":
-            for record in service.all(operator):
-                print(json.dumps(_summary(record)))
-        else:
-            service.remove(operator, args.id)
-            print(f"schedule {args.id} removed")
-    except (OpusError, SchemaError) as exc:
-        print(f"opus schedule {args.schedule_command}: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        db.engine.dispose()
+    else:
+        service.remove(operator, args.id)
+        print(f"schedule {args.id} removed")
     return 0
 
 
@@ -82,9 +68,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     when.add_argument("--cron", help="a cron expression, UTC: '0 * * * *'")
     p.add_argument("--owner", help="the user the jobs run as (default: anonymous)")
     p.add_argument("values", nargs="*", metavar="key=value", help="the jobs' values")
-    p.set_defaults(func=_schedule)
+    p.set_defaults(func=on_database("schedule", _schedule))
     p = schedule.add_parser("list", help="every schedule, a JSON line each")
-    p.set_defaults(func=_schedule)
+    p.set_defaults(func=on_database("schedule", _schedule))
     p = schedule.add_parser("remove", help="remove a schedule (its jobs stay)")
     p.add_argument("id")
-    p.set_defaults(func=_schedule)
+    p.set_defaults(func=on_database("schedule", _schedule))
