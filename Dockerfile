@@ -8,7 +8,7 @@ COPY setup.cfg pyproject.toml README.md ./
 COPY opus ./opus
 COPY provenance ./provenance
 COPY job_definitions ./job_definitions
-RUN pip install --no-cache-dir './[celery,postgres]'
+RUN pip install --no-cache-dir './[celery,postgres,s3]'
 ENV OPUS_DATA_DIR=/data
 EXPOSE 8080
 CMD ["opus", "serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -83,6 +83,20 @@ class Settings(BaseSettings):
         description="the key web sessions are signed with; empty: a random one kept in "
         "data_dir/secret_key",
     )
+    store_url: str = Field(
+        default="",
+        description="where stored files live: empty, the data folder; s3://bucket/prefix, an "
+        "S3-compatible object store (credentials as boto3 finds them: AWS_ACCESS_KEY_ID...)",
+    )
+    s3_endpoint_url: str = Field(
+        default="",
+        description="the S3 endpoint of a store not on AWS (MinIO, Ceph): http://host:9000",
+    )
+    s3_presigned: bool = Field(
+        default=False,
+        description="results of an object store are downloaded by a redirect to a short-lived "
+        "presigned URL, not streamed through the web server",
+    )
     executor_processes: int = Field(default=0, ge=0, description="0 means one per CPU")
     sweep_interval: float = Field(default=60.0, gt=0, description="destruction sweep period, s")
     server: str = Field(

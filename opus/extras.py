@@ -17,6 +17,7 @@ EXTRAS = {
     "celery": ("celery", "OPUS_BROKER_URL (Celery workers)"),
     "redis": ("celery", "OPUS_BROKER_URL (Celery workers)"),
     "psycopg": ("postgres", "a PostgreSQL OPUS_DATABASE_URL"),
+    "boto3": ("s3", "an s3:// OPUS_STORE_URL (an object store)"),
 }
 
 
@@ -40,3 +41,5 @@ def check(settings: Settings) -> None:
         require("redis")
     if make_url(settings.db_url).get_driver_name() == "psycopg":
         require("psycopg")
+    if settings.store_url:
+        require("boto3")

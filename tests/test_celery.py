@@ -54,11 +54,11 @@ class Cluster:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.tmp = tmp
 
-    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = (self.tmp / f"celery-{len(self.workers)}.log").open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "opus.cli", *args],
-            env=self.server.env,
+            env={**self.server.env, **(env or {})},
             cwd=self.tmp,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -67,8 +67,11 @@ class Cluster:
         self.workers.append(process)
         return process
 
-    def worker(self, concurrency: int = 2, *options: str) -> subprocess.Popen[bytes]:
-        return self._spawn("worker", "--concurrency", str(concurrency), *options)
+    def worker(
+        self, concurrency: int = 2, *options: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A worker with the server's settings, or these instead (a host of its own)."""
+        return self._spawn("worker", "--concurrency", str(concurrency), *options, env=env)
 
     def beat(self) -> subprocess.Popen[bytes]:
         return self._spawn("beat")

@@ -36,8 +36,9 @@ def test_every_setting_exists_and_points_at_its_service() -> None:
     environment = SERVICES["web"]["environment"]
     assert "@postgres:5432/" in environment["OPUS_DATABASE_URL"]
     assert environment["OPUS_BROKER_URL"].startswith("redis://redis:")
-    assert {"web", "worker", "beat", "redis", "postgres"} <= set(SERVICES)
-    assert "opus-data" in COMPOSE["volumes"]
+    assert {"web", "worker", "beat", "redis", "postgres", "minio"} <= set(SERVICES)
+    assert environment["OPUS_STORE_URL"].startswith("s3://")
+    assert environment["OPUS_S3_ENDPOINT_URL"] == "http://minio:9000"
 
 
 def test_the_image_installs_what_exists() -> None:

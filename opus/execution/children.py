@@ -33,6 +33,7 @@ from opus.ids import entity_qname, job_qname, new_id
 from opus.jobdefs.model import JobDefinition, Step
 from opus.phases import FINAL, Phase
 from opus.store import jobs as store
+from opus.store.objects import ObjectMissing, StoreUnavailable, storage_of
 from opus.timeutil import utcnow
 
 
@@ -215,11 +216,30 @@ def _gather(
         if generated is None:
             continue
         name = entity.name if generated.is_pattern else generated.file_name
-        _append(settings.data_dir / entity.path, workdir / name, whole or generated.is_pattern)
+        source = _local(settings, entity, workdir.parent / "children")
+        _append(source, workdir / name, whole or generated.is_pattern)
         result = entity.name if generated.is_pattern else generated.name
         told.sources.setdefault(result, []).append(qname)
     results = collect_results(settings, jobdef, parent_id, workdir)
     return Ending(Phase.COMPLETED, results, told)
+
+
+def _local(settings: Settings, entity: store.EntityRecord, folder: Path) -> Path:
+    """A child's result as a file of this host: in place in the data folder, else
+    fetched from the object store into `folder` (the parent's)."""
+    storage = storage_of(settings)
+    found = storage.local(entity.path)
+    if found is not None:
+        return found
+    copy = folder / entity.id
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        storage.fetch(entity.path, copy)
+    except (ObjectMissing, StoreUnavailable) as exc:
+        raise JobFailure(
+            f"the result {entity.name} of {entity.job_id} cannot be read: {exc}"
+        ) from None
+    return copy
 
 
 def _append(source: Path, target: Path, whole: bool) -> None:

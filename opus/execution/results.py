@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
+from dataclasses import replace
 from pathlib import Path
 
 from opus.config import Settings
@@ -10,6 +12,7 @@ from opus.execution.failures import JobFailure
 from opus.jobdefs.model import JobDefinition
 from opus.store import jobs as store
 from opus.store.files import hash_file
+from opus.store.objects import Storage, StoreUnavailable
 
 
 def collect_results(
@@ -56,3 +59,25 @@ def collect_results(
                 )
             )
     return rows
+
+
+def publish(
+    settings: Settings, storage: Storage, results: list[store.EntityRecord]
+) -> list[store.EntityRecord]:
+    """The results' bytes put in the store, under keys of their own; the rows with those
+    keys. An object store that fails takes none of them (those already up are removed)."""
+    if not storage.remote:
+        return results
+    kept: list[store.EntityRecord] = []
+    try:
+        for row in results:
+            key = f"results/{row.id}/{row.file_name}"
+            storage.keep(settings.data_dir / row.path, key)
+            kept.append(replace(row, path=key))
+    except StoreUnavailable as exc:
+        with contextlib.suppress(StoreUnavailable):
+            storage.delete(r.path for r in kept)
+        raise JobFailure(
+            f"the results could not be stored: object store unreachable ({exc})"
+        ) from None
+    return kept

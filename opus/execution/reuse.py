@@ -22,18 +22,18 @@ import functools
 import hashlib
 import importlib.metadata
 import json
-import os
-import shutil
 from pathlib import Path
 
 from sqlalchemy import Connection, select
 
 from opus.config import Settings
+from opus.execution.failures import JobFailure
 from opus.ids import entity_qname, job_qname
 from opus.jobdefs.model import RERUN, JobDefinition
 from opus.jobdefs.params import parse_boolean, python_value
 from opus.store import jobs as store
 from opus.store.files import hash_file
+from opus.store.objects import ObjectMissing, Storage, StoreUnavailable, copy_into
 from provenance import store as prov
 from provenance.model import Entity
 
@@ -128,7 +128,7 @@ def wants_rerun(values: dict[str, str]) -> bool:
 
 
 def place_reused(
-    settings: Settings,
+    storage: Storage,
     jobdef: JobDefinition,
     earlier: list[store.EntityRecord],
     workdir: Path,
@@ -146,11 +146,10 @@ def place_reused(
         if not target.resolve().is_relative_to(workdir.resolve()):
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        source = settings.data_dir / entity.path
         try:
-            os.link(source, target)
-        except OSError:
-            shutil.copyfile(source, target)
+            copy_into(storage, entity.path, target)
+        except (ObjectMissing, StoreUnavailable) as exc:
+            raise JobFailure(f"the reused result {entity.name} cannot be read: {exc}") from None
         placed[relative] = entity_qname(entity.id)
     return placed
 

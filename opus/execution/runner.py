@@ -27,7 +27,7 @@ from opus.execution.failures import JobFailure, Shutdown
 from opus.execution.notify import Notifier
 from opus.execution.process import run_process
 from opus.execution.recording import Told, entity_of, job_activity, told_by
-from opus.execution.results import collect_results
+from opus.execution.results import collect_results, publish
 from opus.execution.service_call import ServiceJob
 from opus.ids import job_qname
 from opus.jobdefs.model import JobDefinition
@@ -37,6 +37,7 @@ from opus.phases import Phase
 from opus.store import jobs as store
 from opus.store import users as accounts
 from opus.store.db import Database
+from opus.store.objects import Storage, storage_of
 from opus.timeutil import utcnow
 from opus.units import manifest
 from provenance.capture import record
@@ -77,6 +78,11 @@ class RunnerContext:
         for job_id in job_ids:
             assert self.dispatcher is not None
             self.dispatcher.submit(job_id)
+
+    @property
+    def storage(self) -> Storage:
+        """Where stored files live (one per process: made after a fork)."""
+        return storage_of(self.settings)
 
     @property
     def worker_name(self) -> str:
@@ -187,6 +193,11 @@ def _finish(
     gets its provenance up to the abort. While the database is unreachable the runner
     tries again for a while: the results are on disk.
     """
+    if results and phase == Phase.COMPLETED:
+        try:  # in an object store, under keys of their own (nothing half-written)
+            results = publish(ctx.settings, ctx.storage, results)
+        except JobFailure as exc:
+            phase, results, error_message, error_type = Phase.ERROR, None, str(exc), "transient"
     if error_message is not None:  # a process's stderr, a file name: shown in XML documents
         error_message = xml_safe(error_message)
     give_up = time.monotonic() + FINISH_RETRY_FOR
@@ -268,9 +279,9 @@ def _execute(ctx: RunnerContext, run: _Run) -> str:
     os.makedirs(workdir, exist_ok=True)
     values = {p.name: p.value for p in parameters if jobdef.parameter(p.name)}
     run.inputs = inputs = inputs + workspace.download_inputs(
-        ctx.settings, ctx.db, job_id, jobdef, parameters, {r for r, _ in inputs}, root
+        ctx.settings, ctx.storage, ctx.db, job_id, jobdef, parameters, {r for r, _ in inputs}, root
     )
-    input_files = workspace.place_inputs(ctx.settings, jobdef, inputs, workdir)
+    input_files = workspace.place_inputs(ctx.storage, jobdef, inputs, workdir)
 
     deadline = time.monotonic() + job.execution_duration
     if jobdef.execution.service is not None:
@@ -328,11 +339,11 @@ def _reuse(ctx: RunnerContext, run: _Run, jobdef: JobDefinition, workdir: Path) 
     if (
         earlier is None
         or spoiled
-        or not all((ctx.settings.data_dir / e.path).is_file() for e in earlier_results)
+        or not all(ctx.storage.exists(e.path) for e in earlier_results)
         or not reuse.unchanged(ctx.settings, refs)
     ):
         return None
-    placed = reuse.place_reused(ctx.settings, jobdef, earlier_results, workdir)
+    placed = reuse.place_reused(ctx.storage, jobdef, earlier_results, workdir)
     results = collect_results(ctx.settings, jobdef, run.job_id, workdir)
     told = Told(
         # what the earlier job read from the data folder: a later reuse checks it again

@@ -9,7 +9,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from string import Template
@@ -25,6 +24,7 @@ from opus.jobdefs.params import python_value
 from opus.store import jobs as store
 from opus.store.db import Database
 from opus.store.files import TooLarge, safe_file_name
+from opus.store.objects import ObjectMissing, Storage, StoreUnavailable
 
 DATA_RIGHTS = "OPUS_DATA_RIGHTS"  # a job's owner's data rights, for scripts and commands
 # where a callable writes its manifest (opus.units.manifest), outside the results' folder
@@ -37,6 +37,7 @@ def job_root(settings: Settings, job_id: str) -> Path:
 
 def download_inputs(
     settings: Settings,
+    storage: Storage,
     db: Database,
     job_id: str,
     jobdef: JobDefinition,
@@ -67,13 +68,17 @@ def download_inputs(
             limit = _size(settings.fetch_max_bytes)
             raise JobFailure(f"{param.name}: {param.value} is larger than {limit}") from None
         file_name = safe_file_name(param.value.split("?")[0]) or param.name
+        try:
+            key = storage.keep(target, f"downloads/{entity_id}/{file_name}")
+        except StoreUnavailable as exc:
+            raise JobFailure(f"{param.name}: object store unreachable ({exc})") from None
         rows.append(
             store.new_entity(
                 id=entity_id,
                 job_id=job_id,
                 name=param.name,
                 origin="download",
-                path=str(target.relative_to(settings.data_dir)),
+                path=key,
                 file_name=file_name,
                 content_type=given_type.split(";")[0].strip() if given_type else used.content_type,
                 size=size,
@@ -102,7 +107,7 @@ def _size(count: int) -> str:
 
 
 def place_inputs(
-    settings: Settings,
+    storage: Storage,
     jobdef: JobDefinition,
     inputs: list[tuple[str, store.EntityRecord]],
     workdir: Path,
@@ -119,10 +124,12 @@ def place_inputs(
         if name in taken or any(fnmatch.fnmatch(name, g.file_name) for g in jobdef.generated):
             name = f"{role}_{len(placed.get(role, []))}_{name}"
         taken.add(name)
-        source = settings.data_dir / entity.path
-        if not source.is_file():
-            raise JobFailure(f"{role}: the stored file of entity {entity.id} is gone")
-        shutil.copyfile(source, workdir / name)
+        try:
+            storage.fetch(entity.path, workdir / name)
+        except ObjectMissing:
+            raise JobFailure(f"{role}: the stored file of entity {entity.id} is gone") from None
+        except StoreUnavailable as exc:
+            raise JobFailure(f"{role}: object store unreachable ({exc})") from None
         placed.setdefault(role, []).append(name)
     return placed
 

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from opus.auth import Caller, visible_entities
 from opus.config import Settings
-from opus.errors import NotFound, ParameterError
+from opus.errors import NotFound, ParameterError, Unavailable
 from opus.execution.fetch import FetchError, check_url
 from opus.ids import entity_qname, is_id, new_id
 from opus.jobdefs.model import JobDefinition, UsedDef
@@ -26,6 +26,7 @@ from opus.jobdefs.params import check_text, check_value
 from opus.store import jobs as store
 from opus.store.db import Database
 from opus.store.files import safe_file_name, write_stream
+from opus.store.objects import StoreUnavailable, storage_of
 
 CONTROL = ("PHASE", "RUNID", "EXECUTIONDURATION", "DESTRUCTION", "SHARE")
 MEDIA_TYPE = re.compile(r"[\w!#$&^.+-]+/[\w!#$&^.+-]+", re.ASCII)
@@ -215,14 +216,23 @@ class Binder:
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / entity_id
         sha256, size = write_stream(upload.stream, target)
+        file_name = safe_file_name(upload.file_name) or used.name
+        storage = storage_of(self.settings)
+        try:
+            key = storage.keep(target, f"uploads/{entity_id}/{file_name}")
+        except StoreUnavailable as exc:
+            raise Unavailable(f"{used.name}: the object store is unreachable ({exc})") from None
+        finally:
+            if storage.remote:  # the store holds it now (or nothing was stored)
+                target.unlink()
         changes.entities.append(
             store.new_entity(
                 id=entity_id,
                 job_id=job_id,
                 name=used.name,
                 origin="upload",
-                path=str(target.relative_to(self.settings.data_dir)),
-                file_name=safe_file_name(upload.file_name) or used.name,
+                path=key,
+                file_name=file_name,
                 content_type=media_type(upload.content_type, used.content_type),
                 size=size,
                 sha256=sha256,
@@ -232,9 +242,8 @@ class Binder:
 
     def discard(self, changes: Changes) -> None:
         """Remove the files of the uploads bound: their job was not stored."""
-        for entity in changes.entities:
-            with contextlib.suppress(OSError):
-                (self.settings.data_dir / entity.path).unlink()
+        with contextlib.suppress(OSError, StoreUnavailable):
+            storage_of(self.settings).delete(e.path for e in changes.entities)
 
     def apply_defaults(self, jobdef: JobDefinition, changes: Changes, base_url: str) -> None:
         """Record every parameter's value, defaults included: the job's full configuration."""

@@ -9,7 +9,7 @@ from typing import Any
 import bottle
 
 from opus.config import Settings
-from opus.errors import BadRequest, NotFound, ParameterError
+from opus.errors import BadRequest, NotFound, ParameterError, Unavailable
 from opus.http import (
     Handler,
     base_url,
@@ -23,6 +23,7 @@ from opus.http import (
     xml_body,
 )
 from opus.store.files import stored_file
+from opus.store.objects import ObjectMissing, Storage, StoreUnavailable
 from opus.store.schedules import ScheduleRecord
 from opus.timeutil import format_datetime
 from opus.uws import xml
@@ -59,7 +60,7 @@ def install(app: bottle.Bottle, service: JobService, settings: Settings) -> None
 
     @router(app)("/store/<entity_id>")
     def stored(entity_id: str) -> bottle.HTTPResponse:
-        return serve_entity(service.entity(caller(), entity_id), settings)
+        return serve_entity(service.entity(caller(), entity_id), settings, service.storage)
 
 
 Create = Callable[
@@ -233,25 +234,43 @@ def mount(
 
     @route("/<job_id>/results/<result_id:path>")
     def result(jobdef: str, job_id: str, result_id: str) -> bottle.HTTPResponse:
-        return serve_entity(service.result(caller(), jobdef, job_id, result_id), settings)
+        entity = service.result(caller(), jobdef, job_id, result_id)
+        return serve_entity(entity, settings, service.storage)
 
 
-def serve_entity(entity: Any, settings: Settings) -> bottle.HTTPResponse:
-    if stored_file(settings.data_dir, entity.path) is None:
-        raise NotFound(f"the stored file of {entity.name} was replaced: it is not served")
-    response: bottle.HTTPResponse = bottle.static_file(
-        entity.path,
-        root=str(settings.data_dir),
-        mimetype=entity.content_type,
-        headers={
-            "Content-Disposition": content_disposition(entity.file_name),
-            "X-Content-SHA256": entity.sha256,
-            # what a client uploaded or a job wrote: never run as a page of this server
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "sandbox",
-        },
-    )
-    return response
+def serve_entity(entity: Any, settings: Settings, storage: Storage) -> bottle.HTTPResponse:
+    """A stored file's bytes: from the data folder (ranges, conditional requests), or from
+    an object store streamed through here or by a redirect to a short-lived presigned
+    URL (OPUS_S3_PRESIGNED); the same checksum header either way."""
+    headers = {
+        "Content-Disposition": content_disposition(entity.file_name),
+        "X-Content-SHA256": entity.sha256,
+        # what a client uploaded or a job wrote: never run as a page of this server
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox",
+    }
+    if not storage.remote:
+        if stored_file(settings.data_dir, entity.path) is None:
+            raise NotFound(f"the stored file of {entity.name} was replaced: it is not served")
+        response: bottle.HTTPResponse = bottle.static_file(
+            entity.path, root=str(settings.data_dir), mimetype=entity.content_type, headers=headers
+        )
+        return response
+    try:
+        if settings.s3_presigned:
+            url = storage.url(entity.path, entity.content_type, headers["Content-Disposition"])
+            return bottle.HTTPResponse(status=307, headers={**headers, "Location": url})
+        size = storage.size(entity.path)
+        chunks = storage.stream(entity.path)
+    except ObjectMissing:
+        raise NotFound(f"the stored file of {entity.name} is gone") from None
+    except StoreUnavailable as exc:
+        raise Unavailable(f"the object store is unreachable ({exc})") from None
+    headers |= {"Content-Type": entity.content_type, "Content-Length": str(size)}
+    if bottle.request.method == "HEAD":
+        chunks.close()
+        return bottle.HTTPResponse(status=200, headers=headers)
+    return bottle.HTTPResponse(chunks, status=200, headers=headers)
 
 
 # a schedule's own fields in its creating request; the others are the job's

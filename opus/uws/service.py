@@ -22,7 +22,7 @@ from opus.auth import (
     visible_jobs,
 )
 from opus.config import Settings
-from opus.errors import Forbidden, NotFound, ParameterError, TooManyJobs
+from opus.errors import Forbidden, NotFound, ParameterError, TooManyJobs, Unavailable
 from opus.execution.destruction import destroy_job
 from opus.execution.dispatch import Dispatcher
 from opus.execution.notify import Notifier, WaitHub
@@ -34,6 +34,7 @@ from opus.phases import BLOCKING, PHASES, RUNNABLE, UNDER_WAY, Phase
 from opus.store import jobs as store
 from opus.store import users as accounts
 from opus.store.db import Database
+from opus.store.objects import Storage, StoreUnavailable, storage_of
 from opus.timeutil import parse_datetime, utcnow
 from opus.uws import limits as uws_limits
 from opus.uws.binding import Binder, Upload
@@ -70,6 +71,7 @@ class JobService:
         self.notifier = notifier
         self.waits = WaitHub(notifier)
         self.read_phase = store.phase_reader(db)
+        self.storage: Storage = storage_of(settings)
         self.binder = Binder(settings, db, self.result)
 
     # -- lookups ---------------------------------------------------------------------------
@@ -508,4 +510,7 @@ class JobService:
 
     def delete(self, caller: Caller, jobdef_name: str, job_id: str) -> None:
         self._own(caller, jobdef_name, job_id)
-        destroy_job(self.settings, self.db, self.notifier, job_id)
+        try:
+            destroy_job(self.settings, self.db, self.notifier, job_id)
+        except StoreUnavailable as exc:
+            raise Unavailable(f"the job is kept: the object store is unreachable ({exc})") from None

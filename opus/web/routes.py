@@ -29,8 +29,8 @@ from opus.ids import entity_qname, job_qname, namespace_uri
 from opus.jobdefs.model import JobDefinition
 from opus.phases import FINAL
 from opus.provsap.service import ProvenanceService, Request
-from opus.store.files import stored_file
 from opus.store.jobs import EntityRecord, JobRecord
+from opus.store.objects import readable
 from opus.tap.examples import examples
 from opus.tap.service import TapError, TapService, tap_request
 from opus.timeutil import format_datetime, utcnow
@@ -51,6 +51,7 @@ PAGE = 50  # jobs a page of the job list
 QUERY_ROWS = 1000  # rows the query page shows at most
 PICKS = 50  # earlier results a form offers as inputs
 PREVIEWS = 12  # results a job page previews (each result's entity page has its own)
+PREVIEW_FETCH_BYTES = 16 * 2**20  # a result of an object store larger than this has no preview
 # the paths of the web pages: the session cookie signs a caller in on them (and on GETs)
 WEB_PREFIXES = (
     "/login",
@@ -344,20 +345,16 @@ def install(
         except NotFound:
             return None
 
-    def readable(entity: EntityRecord) -> Path | None:
-        path = stored_file(settings.data_dir, entity.path)
-        return path if path is not None and path.is_file() else None
-
     def shown(entity: EntityRecord) -> Preview | None:
-        path = readable(entity)
-        return preview(path, entity.content_type, entity.file_name) if path else None
+        with readable(jobs.storage, entity.path, PREVIEW_FETCH_BYTES) as path:
+            return preview(path, entity.content_type, entity.file_name) if path else None
 
     @route("/entities/<entity_id>/image.png")
     def fits_image(entity_id: str) -> bytes:
         """The image preview of a FITS file (its first image HDU)."""
         entity = jobs.entity(signed_in(), entity_id)
-        path = readable(entity)
-        png = fits_png(path) if path else None
+        with readable(jobs.storage, entity.path, PREVIEW_FETCH_BYTES) as path:
+            png = fits_png(path) if path else None
         if png is None:
             raise NotFound(f"{entity.file_name} has no image to preview")
         bottle.response.content_type = "image/png"
