@@ -27,6 +27,8 @@ from tests.servers import Server, free_port
 from tests.test_celery import SHARED_REDIS, Cluster, require_redis
 from tests.test_execution import wait_for
 
+pytestmark = pytest.mark.any_database  # the store is the same on either; one test is on PostgreSQL
+
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
 STORE_REDIS = urlsplit(SHARED_REDIS)._replace(path="/10").geturl()  # this module's own
 PREFIX = "site-a"
@@ -40,10 +42,11 @@ CREDENTIALS = {
 class S3:
     """A moto S3 server of the test's own, that it may stop and start again."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.url = f"http://{host}:{self.port}"
+        self.server = ThreadedMotoServer(ip_address=host, port=self.port, verbose=False)
         self.server.start()
         self.client: Any = boto3.client(
             "s3",
@@ -76,7 +79,7 @@ class S3:
         self.server.stop()
 
     def start(self) -> None:
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
         self.server.start()
 
 
