@@ -162,6 +162,15 @@ class Server:
         finally:
             engine.dispose()
 
+    def scalar(self, query: str, params: dict[str, object] | None = None) -> object:
+        """One value read from the server's database."""
+        engine = sqlalchemy.create_engine(self.db_url)
+        try:
+            with engine.connect() as conn:
+                return conn.execute(sqlalchemy.text(query), params or {}).scalar()
+        finally:
+            engine.dispose()
+
     def rest(self, jobdef: str) -> str:
         return f"{self.url}/rest/{jobdef}"
 

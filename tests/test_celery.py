@@ -5,6 +5,7 @@ sweeps run without `opus beat` and handed over when their lease holder is killed
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -22,7 +23,7 @@ import sqlalchemy
 from opus.execution.celery_app import EPOCH_KEY, QUEUE, STRANDED_AFTER
 from opus.execution.sweeps import LEASE
 from opus.store import leases
-from tests.servers import IN_CI, Server, free_port
+from tests.servers import IN_CI, Server, free_port, opus_all
 from tests.test_execution import (
     attempts,
     pid_alive,
@@ -143,6 +144,12 @@ def test_without_beat_the_deployment_runs_the_sweeps(cluster: Callable[..., Clus
     wait_for(lambda: running.server.session.get(url).status_code == 404, 15, "the sweeps")
     holder = lease_holder(running.server)
     assert holder is not None and holder.rsplit(":", 1)[1] in ("web", "worker")
+    # schedules too: their jobs go to the workers
+    (made,) = opus_all(running.server, ["schedule", "add", "hello", "--every", "1s", "name=t"])
+    assert made.returncode == 0, made.stderr
+    schedule = json.loads(made.stdout)["id"]
+    ticks = "SELECT count(*) FROM jobs WHERE schedule_id = :s AND phase = 'COMPLETED'"
+    wait_for(lambda: running.server.scalar(ticks, {"s": schedule}) >= 2, 20, "two ticks' jobs")
 
 
 def test_the_lease_holder_killed_another_process_sweeps(cluster: Callable[..., Cluster]) -> None:
