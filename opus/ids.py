@@ -56,6 +56,8 @@ def local_name(text: str) -> str:
 JOB_PREFIX = "opus:job_"
 ENTITY_PREFIX = "opus:ent_"
 INVALIDATION_PREFIX = "opus:inval_"  # the activity that invalidated an entity
+# the attribute of a job's activity that names the schedule whose tick made the job
+SCHEDULE_ATTRIBUTE = "opus:schedule"
 
 
 def job_qname(job_id: str) -> str:

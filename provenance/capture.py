@@ -230,7 +230,9 @@ def record(
     """Write an activity's provenance in the caller's transaction (once per activity).
 
     Entities, agents, descriptions and contexts already stored are kept as they are; the
-    rows are committed or rolled back with the caller's transaction.
+    rows are committed or rolled back with the caller's transaction. The activities it
+    was informed by need not be recorded yet (a document shows the communication once
+    both are).
 
     Args:
         conn: A connection inside a transaction (e.g. from ``engine.begin()``), on a
@@ -298,6 +300,14 @@ def record(
         dict(activity_id=activity.id, agent_id=a.id, role=role) for a, role in activity.agents
     ]
     parameters = [dict(vars(p), activity_id=activity.id) for p in activity.parameters]
+    communications = [
+        dict(informed=activity.id, informant=informant)
+        for informant in dict.fromkeys(activity.informed_by)
+    ]
+    attributes = [
+        dict(activity_id=activity.id, name=name, value=value)
+        for name, value in activity.attributes.items()
+    ]
     _write_all(
         conn,
         [
@@ -317,6 +327,8 @@ def record(
             (store.derivations, _unique(derivations, ["generated_id", "used_id"]), True),
             (store.associations, _unique(associations, ["agent_id", "role"]), False),
             (store.parameters, _unique(parameters, ["name"]), False),
+            (store.communications, communications, False),
+            (store.activity_attributes, attributes, False),
             *[(table, rows, False) for table, rows in also],
         ],
     )

@@ -11,7 +11,9 @@ IVOA ProvDM classes PROV has no word for are PROV records typed with
 voprov:ActivityDescription that the activity wasInfluencedBy (type
 voprov:isDescribedBy); each Parameter (with its ParameterDescription) and the
 execution context are entities the activity wasInfluencedBy (type
-voprov:wasConfiguredBy). Every serialization stays readable by prov 3.
+voprov:wasConfiguredBy). An activity's attributes of the recorder's own vocabulary
+(`Activity.attributes`) follow its voprov ones. Every serialization stays readable by
+prov 3.
 """
 
 from __future__ import annotations
@@ -155,12 +157,16 @@ def build(
     doc = Document(dict(namespaces) | {"voprov": VOPROV})
     records = doc.records
     activities = _rows(conn, ACTIVITY_COLUMNS, store.activities.c.id, chosen.activities)
+    own = _own_attributes(conn, {row[0] for row in activities})
     for id_, name, start, end, status, comment, replaces, _, _ in activities:
         formal = {"prov:startTime": start, "prov:endTime": end}
         if start is None or end is None:
             formal = {k: v for k, v in formal.items() if v is not None}
         values = (name, status, comment, QName(replaces) if replaces else None)
-        records.append(Record("activity", id_, formal, _pairs(ACTIVITY, values)))
+        pairs = _pairs(ACTIVITY, values)
+        if id_ in own:
+            pairs += own[id_]
+        records.append(Record("activity", id_, formal, pairs))
     entities = _rows(conn, ENTITY_COLUMNS, store.entities.c.id, chosen.entities)
     for id_, name, location, *rest in entities:
         values = (name, absolute(location, base_url), *rest)
@@ -223,9 +229,21 @@ PARAMETER_COLUMNS = [_p.activity_id, _p.name, _p.value, _p.datatype, _p.unit, _p
 PARAMETER_COLUMNS += [_p.min, _p.max, _p.options, _p.description]
 
 
+def _own_attributes(conn: Connection, ids: set[str]) -> dict[str, list[tuple[str, Any]]]:
+    """Activity id -> its attributes of the recorder's vocabulary, by name."""
+    t = store.activity_attributes.c
+    found: dict[str, list[tuple[str, Any]]] = {}
+    for activity_id, name, value in _rows(
+        conn, [t.activity_id, t.name, t.value], t.activity_id, ids
+    ):
+        if value is not None and value != "":
+            found.setdefault(activity_id, []).append((name, value))
+    return {activity_id: sorted(pairs) for activity_id, pairs in found.items()}
+
+
 def _relations(conn: Connection, doc: Document, chosen: Selection) -> None:
-    """used, wasGeneratedBy, wasInvalidatedBy, wasAssociatedWith, wasDerivedFrom between the
-    records shown."""
+    """used, wasGeneratedBy, wasInvalidatedBy, wasAssociatedWith, wasDerivedFrom,
+    wasInformedBy between the records shown."""
     records, shown, entities = doc.records, chosen.activities, chosen.entities
     u, g, a, d = store.used.c, store.generations.c, store.associations.c, store.derivations.c
     i = store.invalidations.c
@@ -258,6 +276,11 @@ def _relations(conn: Connection, doc: Document, chosen: Selection) -> None:
             if activity in shown:
                 formal["prov:activity"] = activity
             records.append(Record("wasDerivedFrom", None, formal, []))
+    c = store.communications.c
+    for informed, informant in _rows(conn, [c.informed, c.informant], c.informed, shown):
+        if informant in shown:
+            formal = {"prov:informed": informed, "prov:informant": informant}
+            records.append(Record("wasInformedBy", None, formal, []))
 
 
 def _present(formal: dict[str, Any]) -> dict[str, Any]:
@@ -435,6 +458,7 @@ RELATION_ARGS = {
     "wasAssociatedWith": ("prov:activity", "prov:agent"),
     "wasDerivedFrom": ("prov:generatedEntity", "prov:usedEntity", "prov:activity"),
     "wasInfluencedBy": ("prov:influencee", "prov:influencer"),
+    "wasInformedBy": ("prov:informed", "prov:informant"),
 }
 PROV_METHODS = {"wasDerivedFrom": "wasDerivedFrom", "wasInfluencedBy": "influence"}
 

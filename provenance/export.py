@@ -105,7 +105,7 @@ def export(
                 if allowed is not None and not query.known_ids(conn, [identifier], allowed):
                     continue
                 if kind == "activity":
-                    chosen = query.activity_records(conn, identifier)
+                    chosen = query.activity_records(conn, identifier, True, allowed)
                 else:
                     chosen = query.select_records(conn, [identifier], None, "BACK", True, allowed)
                 doc = document.build(conn, chosen, namespaces, model, base_url)

@@ -120,6 +120,13 @@ class Activity:
     # the id of the activity this one was run again in place of (an input of that one
     # was invalidated): the reader finds the earlier run from the later
     replaces: str | None = None
+    # ids of the activities this one was informed by (PROV's wasInformedBy: it depended
+    # on them, through something they made that no entity of the record names, e.g. the
+    # previous run of a schedule)
+    informed_by: list[str] = field(default_factory=list)
+    # attributes of the caller's own vocabulary, qualified name -> text (its prefix one
+    # of the document's namespaces), written on the activity in every format
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

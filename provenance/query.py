@@ -3,7 +3,9 @@
 The graph walked is entity -> generating activity -> used entity -> ... (BACK)
 or entity -> using activity -> generated entity -> ... (FORTH). DEPTH counts
 those hops; the agents, descriptions, parameters and context of every activity
-reached come along without counting. The walk is cycle-safe: a bounded depth
+reached come along without counting. Communications (wasInformedBy: a schedule's run
+and the one before it) are shown between the activities a walk returns, never walked:
+they carry no data from one run to the next. The walk is cycle-safe: a bounded depth
 stops it, and with no bound each node is visited once (UNION, not UNION ALL).
 """
 
@@ -38,6 +40,7 @@ __all__ = [
     "Downstream",
     "Selection",
     "activity_records",
+    "communicating",
     "downstream",
     "invalidations",
     "known_ids",
@@ -283,13 +286,20 @@ def _present(conn: Connection, table: Any, ids: list[str]) -> set[str]:
     return {r[0] for r in conn.execute(select(table.c.id).where(table.c.id.in_(ids)))}
 
 
-def activity_records(conn: Connection, activity_id: str, with_agents: bool = True) -> Selection:
-    """An activity with what it used, what it generated and its agents.
+def activity_records(
+    conn: Connection, activity_id: str, with_agents: bool = True, allowed: Allowed | None = None
+) -> Selection:
+    """An activity with what it used, what it generated, its agents, and the activities it
+    was informed by or informed (its communications are its own relations, though a walk
+    counts them two hops).
 
     Args:
         conn: A connection to the provenance tables.
         activity_id: The id of the activity.
-        with_agents: Also the agents associated with the activity.
+        with_agents: Also the agents associated with the activity (and with the
+            activities it communicated with).
+        allowed: The activities the reader may see, as in `walk` (None: all): the others
+            it communicated with are left out.
 
     Returns:
         The Selection of the activity and the records one hop from it each way.
@@ -299,7 +309,42 @@ def activity_records(conn: Connection, activity_id: str, with_agents: bool = Tru
     chosen.entities |= forth.entities
     chosen.activities |= forth.activities  # the invalidations of what it generated
     chosen.agents |= forth.agents
+    others = communicating(conn, [activity_id], allowed) - chosen.activities
+    if others:
+        chosen.activities |= others
+        if with_agents:
+            s = store.associations.c
+            agents = select(s.agent_id).where(s.activity_id.in_(sorted(others))).distinct()
+            chosen.agents |= {row[0] for row in conn.execute(agents)}
     return chosen
+
+
+def communicating(
+    conn: Connection, activity_ids: Iterable[str], allowed: Allowed | None = None
+) -> set[str]:
+    """The recorded activities that some activities were informed by or informed.
+
+    Args:
+        conn: A connection to the provenance tables.
+        activity_ids: Ids of activities.
+        allowed: The ids the reader may see, as in `walk` (None: all).
+
+    Returns:
+        The ids of the activities on the other side of their communications.
+    """
+    wanted = sorted(set(activity_ids))
+    if not wanted:
+        return set()
+    c, a = store.communications.c, store.activities.c
+    queries = [
+        select(c.informant.label("id")).where(c.informed.in_(wanted)),
+        select(c.informed.label("id")).where(c.informant.in_(wanted)),
+    ]
+    others = union(*queries).subquery()
+    recorded = select(a.id).where(a.id.in_(select(others.c.id)))
+    if allowed is not None:
+        recorded = recorded.where(allowed(a.id))
+    return {row[0] for row in conn.execute(recorded)}
 
 
 def known_ids(conn: Connection, ids: Iterable[str], allowed: Allowed | None = None) -> set[str]:
@@ -362,7 +407,8 @@ class Downstream:
 
 def downstream(conn: Connection, ids: Iterable[str], allowed: Allowed | None = None) -> Downstream:
     """Every entity and activity downstream of some entities: the FORTH walk with no depth
-    limit (in SQL, as `walk`), put in dependency order.
+    limit (in SQL, as `walk`), put in dependency order. Like every walk, it follows no
+    communication (wasInformedBy): an informed activity used no entity of its informant's.
 
     Args:
         conn: A connection to the provenance tables.

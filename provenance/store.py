@@ -20,9 +20,11 @@ from sqlalchemy import (
 __all__ = [
     "ID",
     "activities",
+    "activity_attributes",
     "activity_descriptions",
     "agents",
     "associations",
+    "communications",
     "contexts",
     "derivations",
     "entities",
@@ -174,4 +176,23 @@ invalidations = Table(
     Column("activity_id", String(ID), nullable=False),
     Column("time", DateTime),
     Index("ix_prov_invalidations_activity", "activity_id"),
+)
+
+# PROV's wasInformedBy (Communication) between two activities: the informed one depended on
+# the informant through something the record does not name as an entity
+communications = Table(
+    "prov_communications",
+    metadata,
+    Column("informed", String(ID), primary_key=True),
+    Column("informant", String(ID), primary_key=True),
+    Index("ix_prov_communications_informant", "informant"),
+)
+
+# An activity's attributes of the recorder's own vocabulary (qualified name -> text)
+activity_attributes = Table(
+    "prov_activity_attributes",
+    metadata,
+    Column("activity_id", String(ID), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("value", Text),
 )

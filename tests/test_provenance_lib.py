@@ -13,7 +13,7 @@ import prov
 import prov.model
 import pytest
 from lxml import etree
-from sqlalchemy import Connection, create_engine, func, select
+from sqlalchemy import Connection, String, create_engine, func, literal, select
 
 from provenance import capture, document, query, store
 from provenance.document import QName, to_prov
@@ -393,3 +393,127 @@ def test_downstream_is_in_dependency_order(tmp_path: Path) -> None:
     assert found.entities == ["ex:y", "ex:z", "ex:w"]
     assert found.informed_by == {"ex:b": set(), "ex:c": set(), "ex:d": {"ex:b", "ex:c"}}
     engine.dispose()
+
+
+def schedule_runs(conn: Connection) -> None:
+    """Three runs of a schedule, each informed by the one before and naming its schedule;
+    run 3 also used run 1's result (a communication PROV would infer, not recorded)."""
+    for n, used in ((1, []), (2, []), (3, ["o1"])):
+        run = activity(f"run{n}", used, [f"o{n}"])
+        run.informed_by = [f"ex:run{n - 1}"] if n > 1 else []
+        run.attributes = {"ex:schedule": "s1"}
+        capture.record(conn, run)
+
+
+@pytest.mark.parametrize("where", ["sqlite", "postgresql"])
+def test_communications_are_shown_never_walked(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A walk follows what was used and generated, never a communication (a schedule's
+    runs carry no data from one to the next: a walk BACK from a run's result must not
+    reach every earlier run); the re-run's walk (downstream) neither; a job's own
+    document has its communications, within the reader's visibility."""
+    url = (
+        f"sqlite:///{tmp_path / 'prov.sqlite'}"
+        if where == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    engine = create_engine(url)
+    store.metadata.create_all(engine)
+    with engine.begin() as conn:
+        schedule_runs(conn)
+    with engine.connect() as conn:
+        assert query.walk(conn, ["ex:o2"], None, "BACK") == {"ex:o2", "ex:run2"}
+        assert query.walk(conn, ["ex:run1"], None, "FORTH") == {
+            "ex:run1", "ex:o1", "ex:run3", "ex:o3"
+        }  # fmt: skip
+        seeds = select(
+            literal("ex:o3", String).label("origin"), literal("ex:o3", String).label("node")
+        )
+        found = query.lineage(seeds, 10, "BACK")
+        steps = {
+            (node, depth, relation)
+            for node, depth, relation in conn.execute(
+                select(found.c.node, found.c.depth, found.c.relation).where(found.c.depth > 0)
+            )
+        }
+        assert steps == {
+            ("ex:run3", 1, "wasGeneratedBy"),
+            ("ex:o1", 2, "used"),
+            ("ex:run1", 3, "wasGeneratedBy"),
+        }
+        # re-running what was made from o1 re-runs run3 (it used o1), not what run1 informed
+        assert query.downstream(conn, ["ex:o1"]).activities == ["ex:run3"]
+        job = query.activity_records(conn, "ex:run2")
+        assert {"ex:run1", "ex:run3"} <= job.activities
+        hidden_run1 = query.activity_records(conn, "ex:run2", True, hiding("ex:run1"))
+        assert "ex:run1" not in hidden_run1.activities
+    engine.dispose()
+
+
+def hiding(activity_id: str) -> query.Allowed:
+    """A reader who may see everything but one activity."""
+    return lambda column: column != activity_id
+
+
+def test_a_communication_and_an_attribute_in_every_format(tmp_path: Path) -> None:
+    """wasInformedBy between the activities shown and an activity's own attribute: every
+    writer writes them as prov 3 does, PROV-XML valid, a VOTable table and column, a
+    dashed labelled edge in the drawing."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'prov.sqlite'}")
+    store.metadata.create_all(engine)
+    with engine.begin() as conn:
+        schedule_runs(conn)
+    with engine.connect() as conn:
+        # run 2's own document, for a reader who may not see run 3
+        chosen = query.activity_records(conn, "ex:run2", True, hiding("ex:run3"))
+        doc = document.build(conn, chosen, {"ex": "http://example.org/"}, "IVOA")
+        job = document.build(conn, query.activity_records(conn, "ex:run3"), {"ex": "e:"}, "W3C")
+    engine.dispose()
+    [informed] = [r for r in doc.records if r.kind == "wasInformedBy"]
+    assert informed.formal == {"prov:informed": "ex:run2", "prov:informant": "ex:run1"}
+    told = {(r.formal["prov:informed"], r.formal["prov:informant"])
+            for r in job.records if r.kind == "wasInformedBy"}  # fmt: skip
+    assert told == {("ex:run3", "ex:run2")}  # o1's maker is shown, but only run2 was told
+    shown = {r.id: dict(r.attributes) for r in doc.records if r.id}
+    assert shown["ex:run2"]["ex:schedule"] == "s1"
+    for name in ("PROV-N", "PROV-XML"):
+        assert serialize(doc, name)[0] == prov_wrote(doc, name)
+    body = serialize(doc, "PROV-JSON")[0]
+    import jsonschema
+
+    jsonschema.validate(
+        json.loads(body), json.loads((SCHEMAS / "prov-json.schema.json").read_text())
+    )
+    written = json.loads(body)
+    assert list(written["wasInformedBy"].values()) == [
+        {"prov:informed": "ex:run2", "prov:informant": "ex:run1"}
+    ]
+    assert written["activity"]["ex:run2"]["ex:schedule"] == "s1"
+    assert prov.model.ProvDocument.deserialize(content=body.decode(), format="json") == to_prov(doc)
+    provn = serialize(doc, "PROV-N")[0].decode()
+    assert "wasInformedBy(ex:run2, ex:run1)" in provn and 'ex:schedule="s1"' in provn
+    xml = etree.fromstring(serialize(doc, "PROV-XML")[0])
+    xsd = etree.XMLSchema(etree.parse(str(SCHEMAS / "prov.xsd")))
+    assert xsd.validate(xml), xsd.error_log
+    p = {"prov": "http://www.w3.org/ns/prov#", "ex": "http://example.org/"}
+    [element] = xml.iterfind("prov:wasInformedBy", p)
+    refs = [(child.tag.rpartition("}")[2], child.get(f"{{{p['prov']}}}ref")) for child in element]
+    assert refs == [("informed", "ex:run2"), ("informant", "ex:run1")]
+    assert xml.findtext("prov:activity[@prov:id='ex:run2']/ex:schedule", None, p) == "s1"
+    votable = etree.fromstring(serialize(doc, "PROV-VOTABLE")[0])
+    ns = {"v": "http://www.ivoa.net/xml/VOTable/v1.3"}
+    [table] = votable.iterfind(".//v:TABLE[@name='WasInformedBy']", ns)
+    assert [td.text for td in table.iterfind(".//v:TD", ns)] == ["ex:run2", "ex:run1"]
+    [activities] = votable.iterfind(".//v:TABLE[@name='Activity']", ns)
+    names = [f.get("name") for f in activities.iterfind("v:FIELD", ns)]
+    assert names[-1] == "ex:schedule"
+    assert {tr[-1].text for tr in activities.iterfind(".//v:TR", ns)} == {"s1"}
+    graph = graph_of(doc)
+    [edge] = [e for e in graph.edges if e.kind == "wasInformedBy"]
+    assert (edge.tail, edge.head) == ("ex:run1", "ex:run2")  # time flows left to right
+    assert any(line == "ex:schedule = s1" for line in graph.nodes["ex:run2"].tooltip)
+    if shutil.which("dot"):
+        svg = serialize(doc, "PROV-SVG")[0]
+        assert b'class="edge wasInformedBy"' in svg and b">wasInformedBy</text>" in svg
+        assert b"stroke-dasharray" in svg

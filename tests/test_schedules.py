@@ -12,11 +12,17 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import sqlalchemy
+from lxml import etree
 
+from opus.ids import namespace_uri
+from opus.tap.examples import examples
 from tests.servers import ROOT, Server
 from tests.test_execution import wait_for
+from tests.test_provenance import SCHEMAS
+from tests.test_tap import rows
 
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
+VOTABLE = {"v": "http://www.ivoa.net/xml/VOTable/v1.3"}
 
 
 def opus(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
@@ -73,6 +79,79 @@ def test_a_schedule_runs_its_job_at_each_tick_as_its_owner(
     doc = server.wait_final(url)
     assert doc.findtext(f"{UWS}phase") == "COMPLETED"
     assert doc.findtext(f"{UWS}ownerId") == "ada"
+    second_run_is_informed_by_the_first_in_its_provenance(server, schedule["id"], runs)
+
+
+def second_run_is_informed_by_the_first_in_its_provenance(
+    server: Server, schedule_id: str, runs: list[dict[str, object]]
+) -> None:
+    """The second run's provenance, in every format and in TAP: wasInformedBy the first
+    run, and the schedule that made it."""
+    first, second = (f"opus:job_{run['id']}" for run in runs[:2])
+    url = f"{server.url}/rest/hello/{runs[1]['id']}"
+    server.wait_final(url)
+
+    def provenance(response_format: str) -> bytes:
+        response = server.session.get(
+            f"{url}/provenance", params={"RESPONSEFORMAT": response_format}
+        )
+        assert response.status_code == 200, response.text
+        return response.content
+
+    doc = json.loads(provenance("PROV-JSON"))
+    told = {(c["prov:informed"], c["prov:informant"]) for c in doc["wasInformedBy"].values()}
+    assert (second, first) in told
+    assert doc["activity"][second]["opus:schedule"] == schedule_id
+    assert "opus:schedule" in doc["activity"][first]  # the first run names it too
+
+    provn = provenance("PROV-N").decode()
+    assert f"wasInformedBy({second}, {first})" in provn
+    assert f'opus:schedule="{schedule_id}"' in provn
+
+    xml = etree.fromstring(provenance("PROV-XML"))
+    xsd = etree.XMLSchema(etree.parse(str(SCHEMAS / "prov.xsd")))
+    assert xsd.validate(xml), xsd.error_log
+    prov = "{http://www.w3.org/ns/prov#}"
+    pairs = {
+        (e.find(f"{prov}informed").get(f"{prov}ref"), e.find(f"{prov}informant").get(f"{prov}ref"))
+        for e in xml.iter(f"{prov}wasInformedBy")
+    }
+    assert (second, first) in pairs
+
+    votable = etree.fromstring(provenance("PROV-VOTABLE"))
+    [informed] = votable.iterfind(".//v:TABLE[@name='WasInformedBy']", VOTABLE)
+    pairs = {(tr[0].text, tr[1].text) for tr in informed.iterfind(".//v:TR", VOTABLE)}
+    assert (second, first) in pairs
+    [activities] = votable.iterfind(".//v:TABLE[@name='Activity']", VOTABLE)
+    names = [f.get("name") for f in activities.iterfind("v:FIELD", VOTABLE)]
+    column = names.index("opus:schedule")
+    made = {tr[0].text: tr[column].text for tr in activities.iterfind(".//v:TR", VOTABLE)}
+    assert made[second] == schedule_id
+
+    # a ProvSAP walk follows data, not communications: the runs carry none from one to the
+    # next (an hourly schedule's result would otherwise reach back through every run)
+    walked = server.session.get(
+        f"{server.url}/provsap", params={"ID": second, "DEPTH": "ALL", "DIRECTION": "BACK"}
+    ).json()
+    assert second in walked["activity"] and first not in walked["activity"]
+    assert "wasInformedBy" not in walked
+
+    uri = namespace_uri(server.url)
+    found = rows(
+        server,
+        "SELECT i.informed, i.informant, a.schedule FROM provenance.wasinformedby AS i"
+        f" JOIN provenance.activity AS a ON a.id = i.informed WHERE i.informed = '{second}'",
+    )
+    assert found == [
+        {
+            "informed": uri + second.removeprefix("opus:"),
+            "informant": uri + first.removeprefix("opus:"),
+            "schedule": schedule_id,
+        }
+    ]
+    [example] = [e for e in examples(None, None) if e.key == "schedule-runs"]
+    listed = [(row["run"], row["previous_run"]) for row in rows(server, example.query)]
+    assert listed[0] == (found[0]["informed"], found[0]["informant"])
 
 
 def test_ticks_missed_while_no_sweep_ran_make_one_job(

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from opus import __version__
-from opus.ids import entity_qname, job_qname, local_name, user_qname
+from opus.ids import SCHEDULE_ATTRIBUTE, entity_qname, job_qname, local_name, user_qname
 from opus.jobdefs.model import JobDefinition
 from opus.store import jobs as store
 from opus.units.manifest import Manifest
@@ -144,6 +144,9 @@ def job_activity(
         context=context,
         derivations=told.derivations(inputs, results),
         replaces=job_qname(job.replaces) if job.replaces else None,
+        # a schedule's run was informed by the run before it, and names its schedule
+        informed_by=[job_qname(job.informed_by)] if job.informed_by else [],
+        attributes={SCHEDULE_ATTRIBUTE: job.schedule_id} if job.schedule_id else {},
     )
 
 

@@ -29,8 +29,9 @@ def install(
 
     @route("/rest/<jobdef>/<job_id>/provenance")
     def job_provenance(jobdef: str, job_id: str) -> bytes:
-        find_job(caller(), jobdef, job_id)
-        return answer(*provenance.job_document(job_id, parse(all_params()), base_url()))
+        who = caller()
+        find_job(who, jobdef, job_id)
+        return answer(*provenance.job_document(who, job_id, parse(all_params()), base_url()))
 
     invalidations = invalidation.InvalidationService(provenance.db, provenance.public_url)
 

@@ -137,14 +137,18 @@ class ProvenanceService:
             )
             return document.build(conn, chosen, namespaces(base), request.model, base, artefacts)
 
-    def job_document(self, job_id: str, request: Request, request_base: str) -> tuple[bytes, str]:
-        """A job's activity with what it used, generated and who ran it (one hop each way)."""
+    def job_document(
+        self, caller: Caller, job_id: str, request: Request, request_base: str
+    ) -> tuple[bytes, str]:
+        """A job's activity with what it used, generated and who ran it (one hop each way),
+        and the activities it was informed by or informed that the caller may see (the
+        caller may see the job: the route has checked)."""
         base = self.base(request_base)
         start = job_qname(job_id)
         with self.db.read() as conn:
             if not query.known_ids(conn, [start]):
                 raise NotFound(f"job {job_id} has no provenance yet (it has not run)")
-            chosen = query.activity_records(conn, start, request.agents)
+            chosen = query.activity_records(conn, start, request.agents, visible_nodes(caller))
             doc = document.build(conn, chosen, namespaces(base), request.model, base)
         return _serialize(doc, request.response_format)
 

@@ -88,4 +88,17 @@ def examples(entity: str | None, activity: str | None) -> list[Example]:
             "LEFT OUTER JOIN provenance.used AS u ON u.entity = i.entity\n"
             "ORDER BY invalidated DESC",
         ),
+        Example(
+            "schedule-runs",
+            "The runs of a schedule",
+            "Each job a schedule's ticks made after the first, oldest first, with the run "
+            "it was informed by: the schedule's previous run.",
+            "SELECT a.schedule AS schedule_id, a.id AS run, a.startTime AS started,"
+            " a.status, i.informant AS previous_run\n"
+            "FROM provenance.activity AS a\n"
+            "JOIN provenance.wasinformedby AS i ON i.informed = a.id\n"
+            "JOIN provenance.activity AS p ON p.id = i.informant\n"
+            "WHERE a.schedule IS NOT NULL AND p.schedule = a.schedule\n"
+            "ORDER BY schedule_id, started",
+        ),
     ]

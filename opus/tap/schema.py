@@ -16,9 +16,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, exists, func, literal, select, true, union
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    case,
+    exists,
+    func,
+    literal,
+    select,
+    true,
+    union,
+)
 from sqlalchemy import String as SqlString
 
+from opus.ids import SCHEDULE_ATTRIBUTE
 from provenance import store as prov
 from provenance.query import Allowed
 
@@ -178,17 +190,24 @@ def _entity(r: Reader) -> Select[Any]:
 
 def _activity(r: Reader) -> Select[Any]:
     a = prov.activities.c
-    return select(
-        *_id(a.id, "id", r),
-        a.name.label("name"),
-        _time(a.start_time, r).label("starttime"),
-        _time(a.end_time, r).label("endtime"),
-        a.status.label("status"),
-        a.comment.label("comment"),
-        *_id(a.description_id, "activitydescription", r),
-        *_id(a.context_id, "context", r),
-        *_id(a.replaces, "replaces", r),
-    ).where(_visible(a.id, r))
+    s = prov.activity_attributes.alias("scheduled")
+    made_by = and_(s.c.activity_id == a.id, s.c.name == SCHEDULE_ATTRIBUTE)
+    return (
+        select(
+            *_id(a.id, "id", r),
+            a.name.label("name"),
+            _time(a.start_time, r).label("starttime"),
+            _time(a.end_time, r).label("endtime"),
+            a.status.label("status"),
+            a.comment.label("comment"),
+            *_id(a.description_id, "activitydescription", r),
+            *_id(a.context_id, "context", r),
+            *_id(a.replaces, "replaces", r),
+            s.c.value.label("schedule"),
+        )
+        .select_from(prov.activities.outerjoin(s, made_by))
+        .where(_visible(a.id, r))
+    )
 
 
 def _agent(r: Reader) -> Select[Any]:
@@ -279,17 +298,23 @@ def _derived(r: Reader) -> Select[Any]:
 
 
 def _informed(r: Reader) -> Select[Any]:
-    """An activity that used what another generated was informed by it."""
-    u, g = prov.used.c, prov.generations.c
-    return (
+    """An activity that used what another generated was informed by it (PROV infers the
+    communication), and one recorded as informed by another (a schedule's run by the run
+    before it) was too; seen by whoever may see both."""
+    u, g, c = prov.used.c, prov.generations.c, prov.communications.c
+    inferred = (
         select(
             *_id(u.activity_id, "informed", r),
             *_id(g.activity_id, "informant", r),
         )
         .join_from(prov.used, prov.generations, g.entity_id == u.entity_id)
         .where(_visible(u.activity_id, r), _visible(g.activity_id, r))
-        .distinct()
     )
+    recorded = select(
+        *_id(c.informed, "informed", r),
+        *_id(c.informant, "informant", r),
+    ).where(_visible(c.informed, r), _visible(c.informant, r))
+    return select(union(inferred, recorded).subquery())
 
 
 def _activity_description(r: Reader) -> Select[Any]:
@@ -492,6 +517,11 @@ PROVENANCE_TABLES: tuple[TapTable, ...] = (
                 "the activity this one was run again in place of (an input was invalidated)",
                 _v("Activity.replaces"),
             ),
+            text(
+                "schedule",
+                "the schedule whose tick made this job (its opus:schedule), if one did",
+                ucd="meta.id",
+            ),
         ),
         _activity,
         _v("Activity"),
@@ -596,9 +626,10 @@ PROVENANCE_TABLES: tuple[TapTable, ...] = (
     TapTable(
         PROVENANCE,
         "wasinformedby",
-        "ProvDM WasInformedBy: an activity used what another generated",
+        "ProvDM WasInformedBy: an activity used what another generated, or was recorded as"
+        " informed by it (a schedule's run by the run before)",
         (
-            ident("informed", "the later activity", _v("WasInformedBy.informed")),
+            ident("informed", "the later activity", _v("WasInformedBy.informed"), indexed=True),
             ident("informant", "the earlier activity", _v("WasInformedBy.informant")),
         ),
         _informed,

@@ -9,7 +9,9 @@ description, parameters and context of an activity fold into that activity's too
 Agents are drawn when the document holds them (ProvSAP leaves them out of a PROV-SVG
 unless asked: ``AGENT=YES``). A derivation already told by an activity that used the one
 entity and generated the other is not drawn again. An invalidated entity is drawn struck
-through and outlined in red, its invalidation (when, why, by whom) in its tooltip.
+through and outlined in red, its invalidation (when, why, by whom) in its tooltip. A
+communication is a dashed edge from activity to activity labelled wasInformedBy, as
+prov's own drawing labels it.
 
 The DOT text names nodes ``n1``, ``n2``…: what a record says reaches the drawing only
 as escaped label text and as tooltips set afterwards through an XML tree, so nothing of
@@ -59,6 +61,8 @@ EDGE_STYLE = {
     "wasAssociatedWith": 'color="#B06000", style=dashed',
     "wasDerivedFrom": 'color="#999999", style=dashed, constraint=false',
     "wasInfluencedBy": 'color="#999999", style=dotted',
+    "wasInformedBy": 'color="#0000FF", style=dashed, label="wasInformedBy", fontsize=10,'
+    ' fontcolor="#0000FF", fontname="Helvetica,Arial,sans-serif"',
 }
 
 
@@ -181,6 +185,9 @@ def graph_of(doc: Document) -> Graph:
                 nodes[head].tooltip += _folded(tail, attributes[tail])
                 continue
             text = f"{head} wasInfluencedBy {tail}"
+        elif record.kind == "wasInformedBy":
+            tail, head = f["prov:informant"], f["prov:informed"]
+            text = f"{head} wasInformedBy {tail}"
         else:
             continue
         if tail in nodes and head in nodes:

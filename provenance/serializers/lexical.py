@@ -36,6 +36,7 @@ FORMAL: dict[str, tuple[str, ...]] = {
         "prov:usage",
     ),
     "wasInfluencedBy": ("prov:influencee", "prov:influencer"),
+    "wasInformedBy": ("prov:informed", "prov:informant"),
 }
 
 # A prov:type naming a subtype PROV-XML has an element for (prov's ADDITIONAL_N_MAP): the

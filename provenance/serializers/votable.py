@@ -6,8 +6,10 @@ entities typed voprov:ActivityDescription, voprov:Parameter and voprov:Context
 go to tables of their own, and wasInfluencedBy typed voprov:wasConfiguredBy
 and voprov:isDescribedBy become WasConfiguredBy and the Activity's description; an
 invalidated entity has its row in WasInvalidatedBy (the reason is the comment of its
-invalidation activity). An INFO ``prefix:<prefix>`` says what each prefix of the ids
-stands for.
+invalidation activity), a communication its row in WasInformedBy. An activity's
+attributes of another vocabulary than prov's and voprov's (e.g. ``opus:schedule``) are
+columns of the Activity table named as the attribute, without a utype. An INFO
+``prefix:<prefix>`` says what each prefix of the ids stands for.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ TABLES: list[tuple[str, str, list[tuple[str, str, Getter]]]] = [
             ("replaces", "voprov:Activity.replaces", _voprov("replaces")),
         ],
     ),
+    # (then a column for each attribute of another vocabulary its activities have)
     (
         "ActivityDescription",
         "voprov:ActivityDescription",
@@ -148,6 +151,14 @@ TABLES: list[tuple[str, str, list[tuple[str, str, Getter]]]] = [
         ],
     ),
     (
+        "WasInformedBy",
+        "voprov:WasInformedBy",
+        [
+            ("informed", "voprov:WasInformedBy.informed", _formal("prov:informed")),
+            ("informant", "voprov:WasInformedBy.informant", _formal("prov:informant")),
+        ],
+    ),
+    (
         "WasAssociatedWith",
         "voprov:WasAssociatedWith",
         [
@@ -197,7 +208,9 @@ TABLE_OF = {
     "wasInvalidatedBy": "WasInvalidatedBy",
     "wasAssociatedWith": "WasAssociatedWith",
     "wasDerivedFrom": "WasDerivedFrom",
+    "wasInformedBy": "WasInformedBy",
 }
+STANDARD_PREFIXES = ("prov:", "voprov:")
 
 
 def _table_of(record: Record, attributes: dict[str, Any]) -> str | None:
@@ -236,8 +249,9 @@ def to_votable(doc: Document) -> bytes:
     Raises:
         ValueError: A value holds a character XML cannot hold (a control character).
     """
-    rows: dict[str, list[str]] = {name: [] for name, _, _ in TABLES}
-    getters = {name: [get for _, _, get in fields] for name, _, fields in TABLES}
+    tables = _with_own_attributes(doc)
+    rows: dict[str, list[str]] = {name: [] for name, _, _ in tables}
+    getters = {name: [get for _, _, get in fields] for name, _, fields in tables}
     texts = _Texts()
     for record in doc.records:
         attributes = dict(reversed(record.attributes))  # the first value of each name
@@ -256,7 +270,7 @@ def to_votable(doc: Document) -> bytes:
             f'    <INFO name="hidden" value="{doc.hidden}">'
             f"{doc.hidden} record(s) of this lineage are not visible to you</INFO>\n"
         )
-    for name, utype, fields in TABLES:
+    for name, utype, fields in tables:
         if rows[name]:
             parts.append(_table_head(name, utype, fields))
             parts += rows[name]
@@ -265,13 +279,42 @@ def to_votable(doc: Document) -> bytes:
     return "".join(parts).encode()
 
 
+def _with_own_attributes(doc: Document) -> list[tuple[str, str, list[tuple[str, str, Getter]]]]:
+    """TABLES, the Activity table with a column for each attribute of another vocabulary
+    that an activity of the document has (in the order they first come)."""
+    names = {
+        key: None
+        for record in doc.records
+        if record.kind == "activity"
+        for key, _ in record.attributes
+        if not key.startswith(STANDARD_PREFIXES)
+    }
+    if not names:
+        return TABLES
+    return [
+        (table, utype, fields + [(key, "", _attr(key)) for key in names])
+        if table == "Activity"
+        else (table, utype, fields)
+        for table, utype, fields in TABLES
+    ]
+
+
+_NOT_ID = re.compile(r"[^A-Za-z0-9_.-]")
+
+
 def _table_head(name: str, utype: str, fields: list[tuple[str, str, Getter]]) -> str:
     lines = [f'    <TABLE name="{name}" utype="{utype}">\n']
-    lines += [
-        f'      <FIELD ID="{name}_{field}" name="{field}" datatype="char" arraysize="*"'
-        f' utype="{field_utype}"/>\n'
-        for field, field_utype, _ in fields
-    ]
+    ids: set[str] = set()
+    for field, field_utype, _ in fields:
+        field_id = _NOT_ID.sub("_", f"{name}_{field}")
+        while field_id in ids:  # two names that differ where an XML ID cannot
+            field_id += "_"
+        ids.add(field_id)
+        typed = f' utype="{field_utype}"' if field_utype else ""
+        lines.append(
+            f'      <FIELD ID="{field_id}" name="{_attribute(field)}" datatype="char"'
+            f' arraysize="*"{typed}/>\n'
+        )
     lines.append("      <DATA>\n        <TABLEDATA>\n")
     return "".join(lines)
 
