@@ -184,6 +184,7 @@ def test_web_and_workers_on_three_hosts(network: Network, tmp_path: Path) -> Non
         ["redis-server", *(word for k, v in options.items() for word in (f"--{k}", v))],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a process group of its own, killed with the others
     )
     s3 = S3(host=gateway)
     database = postgres_database(POSTGRES, tmp_path)
