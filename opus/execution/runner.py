@@ -137,14 +137,15 @@ def run_job(ctx: RunnerContext, job_id: str) -> str | None:
     # The claim is one atomic statement; the parameters and inputs of a QUEUED job no longer
     # change (only the runner adds downloaded inputs): no transaction around the three.
     with ctx.db.statements() as conn:
-        job = store.claim(conn, job_id, now, ctx.worker_name)
-        if job is None:
+        claimed = store.claim_with_parameters(conn, job_id, now, ctx.worker_name)
+        if claimed is None:
             return None
+        job, parameters = claimed
         jobdef = ctx.registry.get(job.jobdef)
         uses = jobdef is None or bool(jobdef.used)
         run = _Run(
             job,
-            store.get_parameters(conn, job_id),
+            parameters,
             store.get_inputs(conn, job_id) if uses else [],
             accounts.rights_of(conn, job.owner) if job.owner else None,
         )

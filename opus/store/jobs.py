@@ -365,6 +365,17 @@ _FINISH = (
         error_type=bindparam("ended_error_type"),
     )
 )
+_CLAIMED = _CLAIM.cte("claimed")
+_CLAIM_WITH_PARAMETERS = (
+    select(
+        *_CLAIMED.c,
+        job_parameters.c.name.label("parameter_name"),
+        job_parameters.c.value.label("parameter_value"),
+        job_parameters.c.by_reference.label("parameter_by_reference"),
+    )
+    .select_from(_CLAIMED.outerjoin(job_parameters, job_parameters.c.job_id == _CLAIMED.c.id))
+    .order_by(job_parameters.c.name, job_parameters.c.position)
+)
 _PARAMETERS = (
     select(job_parameters.c.name, job_parameters.c.value, job_parameters.c.by_reference)
     .where(job_parameters.c.job_id == bindparam("job_id"))
@@ -379,6 +390,25 @@ def claim(conn: Connection, job_id: str, now: datetime, worker: str) -> JobRecor
         _CLAIM, {"claimed_id": job_id, "claimed_at": now, "claimed_by": worker}
     ).first()
     return _job(row) if row else None
+
+
+def claim_with_parameters(
+    conn: Connection, job_id: str, now: datetime, worker: str
+) -> tuple[JobRecord, list[ParameterValue]] | None:
+    """`claim`, and the job's parameters read in the same round trip on PostgreSQL (the
+    claim a data-modifying CTE joined to them); on SQLite, whose WITH holds no UPDATE and
+    whose statements cost no round trip, one after the other."""
+    values = {"claimed_id": job_id, "claimed_at": now, "claimed_by": worker}
+    if conn.dialect.name != "postgresql":
+        job = claim(conn, job_id, now, worker)
+        return None if job is None else (job, get_parameters(conn, job_id))
+    rows = conn.execute(_CLAIM_WITH_PARAMETERS, values).all()
+    if not rows:
+        return None
+    width = len(jobs.c)
+    job = JobRecord(**dict(zip(jobs.c.keys(), rows[0][:width], strict=True)))
+    found = [ParameterValue(r[width], r[width + 1], bool(r[width + 2])) for r in rows]
+    return job, [p for p in found if p.name is not None]
 
 
 def finish(
