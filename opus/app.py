@@ -145,13 +145,14 @@ OPEN_PATHS = frozenset(
 def _install_service_routes(app: bottle.Bottle, services: Services) -> None:
     registry = services.registry
     route = router(app)
-    exporter = metrics.Exporter(
+    state = metrics.StoreState(
         services.db,
         registry,
         services.dispatcher,
         celery=bool(services.settings.broker_url),
         silent_after=3 * HEARTBEAT_INTERVAL,  # silent this long, a runner is gone (the sweeps)
     )
+    exporter = metrics.Exporter(state)
 
     @route("/metrics")
     def metrics_text() -> bytes:

@@ -181,7 +181,7 @@ def _timestamp(value: datetime) -> float:
     return value.replace(tzinfo=UTC).timestamp()
 
 
-class _State:
+class StoreState:
     """The numbers read from the store and the broker when scraped."""
 
     def __init__(
@@ -307,16 +307,9 @@ class Exporter:
     """`/metrics`: what this host's processes counted, and what the store and the broker
     say now."""
 
-    def __init__(
-        self,
-        db: Database,
-        registry: Registry,
-        broker: Broker,
-        celery: bool,
-        silent_after: float,
-    ) -> None:
-        self.registry = registry
-        self.state = _State(db, registry, broker, celery, silent_after)
+    def __init__(self, state: StoreState) -> None:
+        self.registry = state.registry
+        self.state = state
 
     def text(self, caller: Caller) -> bytes:
         """The Prometheus text (CONTENT_TYPE) the caller may read; Forbidden if none."""

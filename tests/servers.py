@@ -162,14 +162,20 @@ class Server:
         finally:
             engine.dispose()
 
-    def scalar(self, query: str, params: dict[str, object] | None = None) -> object:
-        """One value read from the server's database."""
+    def rows(self, query: str, params: dict[str, object] | None = None) -> list[dict[str, Any]]:
+        """Rows read from the server's database (what no request shows), as dicts."""
         engine = sqlalchemy.create_engine(self.db_url)
         try:
             with engine.connect() as conn:
-                return conn.execute(sqlalchemy.text(query), params or {}).scalar()
+                found = conn.execute(sqlalchemy.text(query), params or {})
+                return [dict(row._mapping) for row in found]
         finally:
             engine.dispose()
+
+    def scalar(self, query: str, params: dict[str, object] | None = None) -> object:
+        """One value read from the server's database (None: no row)."""
+        found = self.rows(query, params)
+        return next(iter(found[0].values())) if found else None
 
     def rest(self, jobdef: str) -> str:
         return f"{self.url}/rest/{jobdef}"

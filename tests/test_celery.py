@@ -123,6 +123,7 @@ def test_two_workers_share_a_batch(cluster: Callable[..., Cluster]) -> None:
 
 
 def lease_holder(server: Server) -> str | None:
+    """Who holds the sweeps' lease now (read as the store reads it: times typed)."""
     engine = sqlalchemy.create_engine(server.db_url)
     try:
         with engine.connect() as conn:

@@ -283,32 +283,12 @@ def _available(url: str) -> bool:
 
 
 def _worker_pid(server: Server, url: str) -> int:
-    job_id = url.rsplit("/", 1)[1]
-    engine = sqlalchemy.create_engine(_local(server.env["OPUS_DATABASE_URL"]))
-    try:
-        with engine.connect() as conn:
-            worker = conn.execute(
-                sqlalchemy.text("SELECT worker FROM jobs WHERE id = :j"), {"j": job_id}
-            ).scalar_one()
-    finally:
-        engine.dispose()
+    """The pid of the worker that ran the job (the server's database URL is the relay's,
+    which this side of the bridge reaches too)."""
+    worker = server.scalar("SELECT worker FROM jobs WHERE id = :j", {"j": url.rsplit("/", 1)[1]})
     return int(str(worker).rsplit(":", 1)[1])
 
 
 def _result_id(server: Server, url: str) -> str:
-    job_id = url.rsplit("/", 1)[1]
-    engine = sqlalchemy.create_engine(_local(server.env["OPUS_DATABASE_URL"]))
-    try:
-        with engine.connect() as conn:
-            found: str = conn.execute(
-                sqlalchemy.text("SELECT id FROM entities WHERE job_id = :j AND origin = 'result'"),
-                {"j": job_id},
-            ).scalar_one()
-    finally:
-        engine.dispose()
-    return found
-
-
-def _local(url: str) -> str:
-    """The database's URL from this side of the bridge (the relay is for the hosts)."""
-    return sqlalchemy.make_url(url).set(host="127.0.0.1", port=5432).render_as_string(False)
+    query = "SELECT id FROM entities WHERE job_id = :j AND origin = 'result'"
+    return str(server.scalar(query, {"j": url.rsplit("/", 1)[1]}))

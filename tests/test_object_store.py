@@ -91,21 +91,11 @@ def s3() -> Iterator[S3]:
 
 
 def entity_rows(server: Server, job_id: str) -> list[dict[str, Any]]:
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(server.db_url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sqlalchemy.text(
-                    "SELECT id, name, origin, path, sha256, size FROM entities "
-                    "WHERE job_id = :j ORDER BY origin, name"
-                ),
-                {"j": job_id},
-            )
-            return [dict(r._mapping) for r in rows]
-    finally:
-        engine.dispose()
+    return server.rows(
+        "SELECT id, name, origin, path, sha256, size FROM entities WHERE job_id = :j"
+        " ORDER BY origin, name",
+        {"j": job_id},
+    )
 
 
 def provenance_checksums(server: Server, job_url: str) -> dict[str, str]:

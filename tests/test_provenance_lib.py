@@ -13,7 +13,7 @@ import prov
 import prov.model
 import pytest
 from lxml import etree
-from sqlalchemy import Connection, String, create_engine, func, literal, select
+from sqlalchemy import Connection, Engine, String, create_engine, func, literal, select
 
 from provenance import capture, document, query, store
 from provenance.document import QName, to_prov
@@ -96,12 +96,8 @@ def shared_rows(conn: Connection) -> tuple[int, int, int]:
     )
 
 
-@pytest.mark.parametrize("where", ["sqlite", "postgresql"])
-def test_shared_rows_stored_once_and_only_when_committed(
-    where: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    """Descriptions, contexts and agents are written once per process and database, and
-    only a committed write counts: an activity rolled back leaves the next one complete."""
+def prov_engine(where: str, tmp_path: Path, request: pytest.FixtureRequest) -> Engine:
+    """The provenance tables on a fresh SQLite file or PostgreSQL database."""
     url = (
         f"sqlite:///{tmp_path / 'prov.sqlite'}"
         if where == "sqlite"
@@ -109,6 +105,16 @@ def test_shared_rows_stored_once_and_only_when_committed(
     )
     engine = create_engine(url)
     store.metadata.create_all(engine)
+    return engine
+
+
+@pytest.mark.parametrize("where", ["sqlite", "postgresql"])
+def test_shared_rows_stored_once_and_only_when_committed(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Descriptions, contexts and agents are written once per process and database, and
+    only a committed write counts: an activity rolled back leaves the next one complete."""
+    engine = prov_engine(where, tmp_path, request)
     with engine.connect() as conn:
         with conn.begin() as transaction:
             capture.record(conn, activity("lost", [], ["x"]))
@@ -413,13 +419,7 @@ def test_communications_are_shown_never_walked(
     runs carry no data from one to the next: a walk BACK from a run's result must not
     reach every earlier run); the re-run's walk (downstream) neither; a job's own
     document has its communications, within the reader's visibility."""
-    url = (
-        f"sqlite:///{tmp_path / 'prov.sqlite'}"
-        if where == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    engine = create_engine(url)
-    store.metadata.create_all(engine)
+    engine = prov_engine(where, tmp_path, request)
     with engine.begin() as conn:
         schedule_runs(conn)
     with engine.connect() as conn:

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-import sqlalchemy
 from lxml import etree
 
 from opus.ids import namespace_uri
@@ -37,19 +36,11 @@ def opus(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def jobs_of(server: Server, schedule_id: str) -> list[dict[str, object]]:
-    engine = sqlalchemy.create_engine(server.db_url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sqlalchemy.text(
-                    "SELECT id, owner, phase, informed_by FROM jobs WHERE schedule_id = :s "
-                    "ORDER BY creation_time"
-                ),
-                {"s": schedule_id},
-            )
-            return [dict(row._mapping) for row in rows]
-    finally:
-        engine.dispose()
+    return server.rows(
+        "SELECT id, owner, phase, informed_by FROM jobs WHERE schedule_id = :s"
+        " ORDER BY creation_time",
+        {"s": schedule_id},
+    )
 
 
 def test_a_schedule_runs_its_job_at_each_tick_as_its_owner(
