@@ -111,6 +111,8 @@ def test_a_scrape_adds_up_what_the_server_did(start_server: Callable[..., Server
     done = [server.create("hello", name=f"n{i}") for i in range(2)]
     failed = server.create("failing", reason="on purpose")
     pending = server.create("hello", run=False, name="later")
+    dropped = server.create("hello", run=False, name="never run")
+    assert server.session.post(f"{dropped}/phase", data={"PHASE": "ABORT"}).status_code == 200
     ends = [(done[0], "COMPLETED"), (done[1], "COMPLETED"), (failed, "ERROR")]
     for url, phase in [*ends, (sleeping, "ABORTED")]:
         assert phase_of(server.wait_final(url)) == phase
@@ -120,23 +122,30 @@ def test_a_scrape_adds_up_what_the_server_did(start_server: Callable[..., Server
     assert server.phase(pending) == "PENDING"
 
     found, scrapes = scraped_when(
-        server.url, lambda s: value(s, "opus_jobs_ended_total") == 4, "four jobs counted as ended"
+        server.url, lambda s: value(s, "opus_jobs_ended_total") == 5, "five jobs counted as ended"
     )
     # jobs by definition and phase: what the store holds
     assert value(found, "opus_jobs", jobdef="hello", phase="COMPLETED") == 2
     assert value(found, "opus_jobs", jobdef="hello", phase="PENDING") == 1
     assert value(found, "opus_jobs", jobdef="failing", phase="ERROR") == 1
     assert value(found, "opus_jobs", jobdef="sleeper", phase="ABORTED") == 1
-    assert value(found, "opus_jobs") == 5
+    assert value(found, "opus_jobs", jobdef="hello", phase="ABORTED") == 1
+    assert value(found, "opus_jobs") == 6
     assert value(found, "opus_queue_length") == 0
     assert series(found, "opus_worker_up") == []  # no job is running any more
-    # jobs ended, by outcome: counted by the runner processes
+    # jobs ended, by outcome: counted by the runner processes (a job aborted before it
+    # started, by the web worker)
     ended = {
         (s.labels["jobdef"], s.labels["phase"]): s.value
         for s in found
         if s.name == "opus_jobs_ended_total"
     }
-    assert ended == {("hello", "COMPLETED"): 2, ("failing", "ERROR"): 1, ("sleeper", "ABORTED"): 1}
+    assert ended == {
+        ("hello", "COMPLETED"): 2,
+        ("hello", "ABORTED"): 1,
+        ("failing", "ERROR"): 1,
+        ("sleeper", "ABORTED"): 1,
+    }
     for jobdef, jobs in [("hello", 2), ("failing", 1), ("sleeper", 1)]:
         for histogram in ("opus_job_queued_seconds", "opus_job_runtime_seconds"):
             assert value(found, f"{histogram}_count", jobdef=jobdef) == jobs, (histogram, jobdef)
@@ -150,7 +159,7 @@ def test_a_scrape_adds_up_what_the_server_did(start_server: Callable[..., Server
     assert value(found, requests_total, route="/jdl") == 3
     assert value(found, requests_total, route="unmatched", status="404") == 1
     assert value(found, requests_total, status="404") == 1
-    assert value(found, requests_total, route="/rest/<jobdef>", method="POST", status="303") == 5
+    assert value(found, requests_total, route="/rest/<jobdef>", method="POST", status="303") == 6
     # the scrapes before this one (a request is counted once answered)
     assert value(found, requests_total, route="/metrics", status="200") == 2 + scrapes - 1
     assert not [s for s in series(found, requests_total) if "no/such" in s["route"]]

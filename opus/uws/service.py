@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
+from opus import metrics
 from opus.auth import (
     Caller,
     check_may_run,
@@ -429,7 +430,7 @@ class JobService:
     def _abort(self, job: store.JobRecord) -> None:
         if job.phase == Phase.ABORTED:
             return
-        aborted = [job.id]
+        aborted = [job]
         with self.db.write() as conn:
             moved = store.abort(conn, job.id, utcnow(), "aborted at the owner's request")
             current = store.get_phase(conn, job.id)
@@ -439,13 +440,16 @@ class JobService:
                 kids = store.children(conn, parents.pop())
                 for kid in kids:
                     if store.abort(conn, kid.id, utcnow(), f"its parent job {job.id} was aborted"):
-                        aborted.append(kid.id)
+                        aborted.append(kid)
                 parents += [kid.id for kid in kids]
         if not moved:
             phase = current[1] if current else "gone"
             raise Forbidden(f"job {job.id} is {phase}: it can no longer be aborted")
-        for job_id in aborted:
-            self.notifier.publish(job_id)
+        now = utcnow()
+        for each in aborted:
+            self.notifier.publish(each.id)
+            if each.phase != Phase.EXECUTING:  # a runner counts those it sees aborted
+                metrics.job_ended(each, Phase.ABORTED, now)
 
     # -- limits ----------------------------------------------------------------------------
 
