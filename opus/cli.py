@@ -113,7 +113,9 @@ def _celery_app() -> Any:
 
 
 def worker(args: argparse.Namespace) -> int:
-    join_metrics_dir(Settings().metrics_dir)  # before prometheus_client is imported
+    settings = Settings()
+    # before prometheus_client is imported: the folder this host's job processes count in
+    join_metrics_dir(settings.metrics_dir, make=bool(settings.metrics_port))
     app = _celery_app()
     if app is None:
         return 2
@@ -135,8 +137,12 @@ def worker(args: argparse.Namespace) -> int:
     from opus import daemons
 
     @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
-    def _sweeps(**_kwargs: Any) -> None:
-        daemons.start_in_worker(Settings())  # every worker competes to run the sweeps
+    def _ready(**_kwargs: Any) -> None:  # in the main process, once its pool is forked
+        daemons.start_in_worker(settings)  # every worker competes to run the sweeps
+        if settings.metrics_port:
+            from opus import metrics
+
+            metrics.serve_host(settings.host, settings.metrics_port)
 
     app.worker_main(argv)
     return 0

@@ -97,6 +97,13 @@ class Settings(BaseSettings):
         description="results of an object store are downloaded by a redirect to a short-lived "
         "presigned URL, not streamed through the web server",
     )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="opus worker: serve what this host's jobs counted at "
+        "http://<OPUS_HOST>:<port>/metrics (a worker host of its own); 0: not served",
+    )
     executor_processes: int = Field(default=0, ge=0, description="0 means one per CPU")
     sweep_interval: float = Field(default=60.0, gt=0, description="destruction sweep period, s")
     server: str = Field(
@@ -203,8 +210,13 @@ def share_metrics_dir(folder: Path) -> None:
     os.environ[METRICS_DIR_VARIABLE] = str(folder)
 
 
-def join_metrics_dir(folder: Path) -> None:
+def join_metrics_dir(folder: Path, make: bool = False) -> None:
     """Count in `folder` if a server of this host made it (an `opus worker` beside `opus
-    serve`: its jobs' counts join the server's scrape); else in this process's memory."""
-    if folder.is_dir() and not metrics_dir_in_use():
+    serve`: its jobs' counts join the server's scrape), or, with `make`, in a folder made
+    now (a worker host that serves its own metrics); else in this process's memory."""
+    if metrics_dir_in_use():
+        return
+    if make:
+        folder.mkdir(parents=True, exist_ok=True)
+    if folder.is_dir():
         os.environ[METRICS_DIR_VARIABLE] = str(folder)

@@ -134,6 +134,21 @@ def job_ended(job: store.JobRecord, phase: str, now: datetime) -> None:
         JOB_RUNTIME.labels(job.jobdef).observe(max(0.0, (now - job.start_time).total_seconds()))
 
 
+def serve_host(host: str, port: int) -> None:
+    """Serve, in a thread, what this host's processes counted (jobs ended, their times) at
+    http://host:port/metrics: for Prometheus to scrape a worker host of its own, whose
+    counts no web server's /metrics holds (the gauges read from the store are there)."""
+    from prometheus_client import start_http_server
+
+    registry = CollectorRegistry()
+    folder = config.metrics_dir_in_use()
+    if folder is not None and folder.is_dir():
+        MultiProcessCollector(registry, path=str(folder))  # type: ignore[no-untyped-call]
+    else:
+        registry = RECORDED
+    start_http_server(port, addr=host, registry=registry)
+
+
 def process_ended(pid: int) -> None:
     """A process that counted into this process's metrics folder has ended: its live
     gauges go with it (its counters stay: they are what it did)."""

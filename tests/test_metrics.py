@@ -9,6 +9,8 @@ folder counted. Who may read the metrics is checked in process, anonymous access
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -29,7 +31,7 @@ from opus.config import Settings
 from opus.execution.celery_app import EPOCH_KEY, QUEUE
 from opus.store.db import Database
 from opus.store.migrate import ensure_current
-from tests.servers import TEST_JOBDEFS, Server
+from tests.servers import TEST_JOBDEFS, Server, free_port
 from tests.test_celery import SHARED_REDIS, Cluster, require_redis
 from tests.test_execution import job_column, started_sleeper, wait_for
 
@@ -207,6 +209,27 @@ def test_a_celery_server_shows_its_broker_and_what_a_worker_counted(
         assert value(found, "opus_job_queued_seconds_count", jobdef="hello") == 3
         assert value(found, "opus_queue_length") == 0
         assert value(found, "opus_broker_queue_length", queue_name=QUEUE) == 0
+
+        # a worker on a host of its own (a data folder of its own) serves what its jobs
+        # counted at OPUS_METRICS_PORT; the web server's scrape holds none of it
+        local = cluster.workers[0]
+        os.killpg(local.pid, signal.SIGTERM)
+        local.wait(20)
+        port = free_port()
+        elsewhere = {"OPUS_DATA_DIR": str(tmp_path / "worker-host"), "OPUS_METRICS_PORT": str(port)}
+        cluster.worker(1, env=elsewhere)
+        far = [server.create("hello", name=f"far{i}") for i in range(2)]
+        for url in far:
+            assert phase_of(server.wait_final(url, timeout=40)) == "COMPLETED"
+        worker_url = f"http://127.0.0.1:{port}"
+        remote, _ = scraped_when(
+            worker_url,
+            lambda s: value(s, "opus_jobs_ended_total") == 2,
+            "the worker host's two jobs counted at its own port",
+        )
+        assert value(remote, "opus_job_runtime_seconds_count", jobdef="hello") == 2
+        assert value(scrape(server.url), "opus_jobs_ended_total") == 3
+        assert value(scrape(server.url), "opus_jobs", jobdef="hello", phase="COMPLETED") == 5
     finally:
         cluster.stop()
 
