@@ -12,7 +12,7 @@ from opus.execution.failures import JobFailure
 from opus.jobdefs.model import JobDefinition
 from opus.store import jobs as store
 from opus.store.files import hash_file
-from opus.store.objects import Storage, StoreUnavailable
+from opus.store.objects import Storage, StoreUnavailable, object_key
 
 
 def collect_results(
@@ -71,7 +71,7 @@ def publish(
     kept: list[store.EntityRecord] = []
     try:
         for row in results:
-            key = f"results/{row.id}/{row.file_name}"
+            key = object_key("results", row.id, row.file_name)
             storage.keep(settings.data_dir / row.path, key)
             kept.append(replace(row, path=key))
     except StoreUnavailable as exc:

@@ -24,7 +24,7 @@ from opus.jobdefs.params import python_value
 from opus.store import jobs as store
 from opus.store.db import Database
 from opus.store.files import TooLarge, safe_file_name
-from opus.store.objects import ObjectMissing, Storage, StoreUnavailable
+from opus.store.objects import ObjectMissing, Storage, StoreUnavailable, object_key
 
 DATA_RIGHTS = "OPUS_DATA_RIGHTS"  # a job's owner's data rights, for scripts and commands
 # where a callable writes its manifest (opus.units.manifest), outside the results' folder
@@ -69,7 +69,7 @@ def download_inputs(
             raise JobFailure(f"{param.name}: {param.value} is larger than {limit}") from None
         file_name = safe_file_name(param.value.split("?")[0]) or param.name
         try:
-            key = storage.keep(target, f"downloads/{entity_id}/{file_name}")
+            key = storage.keep(target, object_key("downloads", entity_id, file_name))
         except StoreUnavailable as exc:
             raise JobFailure(f"{param.name}: object store unreachable ({exc})") from None
         rows.append(

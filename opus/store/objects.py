@@ -32,6 +32,12 @@ PRESIGNED_SECONDS = 300  # a presigned download's life
 MULTIPART_ABOVE = 8 * 2**20  # bytes: larger files go up in parts (boto3's default)
 
 
+def object_key(kind: str, entity_id: str, file_name: str) -> str:
+    """The key a stored file of this kind (results, uploads, downloads) is kept under in an
+    object store: its entity's id, never reused, so that no object is written twice."""
+    return f"{kind}/{entity_id}/{file_name}"
+
+
 class StoreUnavailable(Exception):
     """The object store did not answer (or refused us): nothing was written."""
 
@@ -45,7 +51,7 @@ class Storage(Protocol):
 
     def keep(self, local: Path, key: str) -> str:
         """Store the bytes of `local`, a file in the data folder, as `key` (a fresh key:
-        `<kind>/<entity id>/<name>`); the key the entity records. The data folder keeps
+        `object_key`); the key the entity records. The data folder keeps
         the file where it is and records its path instead."""
 
     def fetch(self, key: str, target: Path) -> None:

@@ -26,7 +26,7 @@ from opus.jobdefs.params import check_text, check_value
 from opus.store import jobs as store
 from opus.store.db import Database
 from opus.store.files import safe_file_name, write_stream
-from opus.store.objects import StoreUnavailable, storage_of
+from opus.store.objects import StoreUnavailable, object_key, storage_of
 
 CONTROL = ("PHASE", "RUNID", "EXECUTIONDURATION", "DESTRUCTION", "SHARE")
 MEDIA_TYPE = re.compile(r"[\w!#$&^.+-]+/[\w!#$&^.+-]+", re.ASCII)
@@ -219,7 +219,7 @@ class Binder:
         file_name = safe_file_name(upload.file_name) or used.name
         storage = storage_of(self.settings)
         try:
-            key = storage.keep(target, f"uploads/{entity_id}/{file_name}")
+            key = storage.keep(target, object_key("uploads", entity_id, file_name))
         except StoreUnavailable as exc:
             raise Unavailable(f"{used.name}: the object store is unreachable ({exc})") from None
         finally:
