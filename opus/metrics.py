@@ -86,8 +86,8 @@ HTTP_IN_PROGRESS = Gauge(
 )
 JOBS_ENDED = Counter(
     "opus_jobs_ended_total",
-    "Jobs that ended after they started, by definition and phase (COMPLETED, ERROR, "
-    "ABORTED); a job aborted before it started is not counted",
+    "Jobs that ended, by definition and phase (COMPLETED, ERROR, ABORTED; a job aborted "
+    "before it started too)",
     ["jobdef", "phase"],
     registry=RECORDED,
 )
@@ -141,12 +141,17 @@ def serve_host(host: str, port: int) -> None:
     from prometheus_client import start_http_server
 
     registry = CollectorRegistry()
-    folder = config.metrics_dir_in_use()
-    if folder is not None and folder.is_dir():
-        MultiProcessCollector(registry, path=str(folder))  # type: ignore[no-untyped-call]
-    else:
-        registry = RECORDED
+    registry.register(counted())
     start_http_server(port, addr=host, registry=registry)
+
+
+def counted() -> Collector:
+    """What this host's processes counted: the files of the metrics folder in use, added
+    up; this process's own counts where it has no folder."""
+    folder = config.metrics_dir_in_use()
+    if folder is None or not folder.is_dir():
+        return RECORDED
+    return MultiProcessCollector(None, path=str(folder))  # type: ignore[no-untyped-call]
 
 
 def process_ended(pid: int) -> None:
@@ -333,11 +338,4 @@ class Exporter:
         if not caller.admin:
             served = self.registry.definitions.values()
             jobdefs = frozenset(d.name for d in served if may_run(caller, d))
-        return generate_latest(_Visible([self._counted(), self.state], jobdefs))
-
-    @staticmethod
-    def _counted() -> Collector:
-        folder = config.metrics_dir_in_use()
-        if folder is None or not folder.is_dir():
-            return RECORDED
-        return MultiProcessCollector(None, path=str(folder))  # type: ignore[no-untyped-call]
+        return generate_latest(_Visible([counted(), self.state], jobdefs))
