@@ -36,7 +36,7 @@ from opus.execution import orphans, runner
 from opus.execution.destruction import destroy_expired
 from opus.execution.dispatch import executor_socket
 from opus.execution.notify import SocketNotifier
-from opus.execution.sweeps import Sweeps, Task
+from opus.execution.sweeps import Sweeps, Task, run_logged
 from opus.jobdefs.registry import load_registry
 from opus.phases import Phase
 from opus.store import jobs as store
@@ -214,10 +214,10 @@ class Executor:
             while not self.stopping:
                 now = time.monotonic()
                 if now >= next_orphans:
-                    self._periodic(self.end_orphans)
+                    run_logged("executor task end_orphans", self.end_orphans)
                     next_orphans = now + ORPHAN_INTERVAL
                 if now >= next_scan:
-                    self._periodic(self.scan_queued)
+                    run_logged("executor task scan_queued", self.scan_queued)
                     next_scan = now + SCAN_INTERVAL
                 self.sweeps.tick()
                 self.reap()
@@ -274,15 +274,6 @@ class Executor:
         for pid in self.runners:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-    @staticmethod
-    def _periodic(task: Any) -> None:
-        try:
-            task()
-        except OperationalError as exc:
-            log.warning("executor task %s: database unavailable: %s", task.__name__, exc.orig)
-        except Exception:
-            log.exception("executor task %s failed", getattr(task, "__name__", task))
 
 
 def main(settings: Settings, tasks: Sequence[Task] = ()) -> None:

@@ -63,7 +63,7 @@ class Sweeps:
         for task in self.tasks:
             if now >= self._next_run[task.name]:
                 self._next_run[task.name] = now + task.period
-                _run(task)
+                run_logged(f"sweep {task.name}", task.run)
 
     def _renew(self) -> None:
         was = self.holding
@@ -97,10 +97,12 @@ class Sweeps:
             self.release()
 
 
-def _run(task: Task) -> None:
+def run_logged(what: str, work: Callable[[], object]) -> None:
+    """Run periodic work whose failure must not stop the loop that runs it: a database
+    away is a warning (the next round tries again), anything else is logged whole."""
     try:
-        task.run()
+        work()
     except OperationalError as exc:
-        log.warning("sweep %s: database unavailable: %s", task.name, exc.orig)
+        log.warning("%s: database unavailable: %s", what, exc.orig)
     except Exception:
-        log.exception("sweep %s failed", task.name)
+        log.exception("%s failed", what)
