@@ -136,6 +136,12 @@ class Settings(BaseSettings):
             return self.host == "localhost"
 
     @property
+    def server_url(self) -> str:
+        """The server's base URL where no request shows one (a command on its machine):
+        the public one, else where `opus serve` listens."""
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
     def fetch_allowed(self) -> frozenset[str]:
         return frozenset(h.strip().lower() for h in self.fetch_allow_hosts.split(",") if h.strip())
 

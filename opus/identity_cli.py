@@ -15,6 +15,7 @@ from opus.timeutil import format_datetime
 
 if TYPE_CHECKING:  # the database's modules are imported when a command runs
     from opus.accounts import Accounts
+    from opus.auth import Caller
     from opus.store.db import Database
 
 
@@ -31,6 +32,14 @@ def open_database() -> Database | None:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return Database(settings.db_url)
+
+
+def operator(settings: Settings) -> Caller:
+    """Who a command run on the server's machine acts as: an administrator (whoever can
+    run it can read the database anyway), anonymous, as that server's visitors are."""
+    from opus.auth import Caller
+
+    return Caller(None, admin=True, anonymous_public=settings.anonymous)
 
 
 def on_database(

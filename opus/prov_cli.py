@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from opus.config import Settings
-from opus.identity_cli import on_database
+from opus.identity_cli import on_database, operator
 
 if TYPE_CHECKING:
     from opus.store.db import Database
@@ -27,17 +27,17 @@ def _command(
 
 
 def invalidate(settings: Settings, db: Database, args: argparse.Namespace) -> int:
-    from opus.auth import Caller, Identities
+    from opus.auth import Identities
     from opus.errors import Forbidden
     from opus.provsap.invalidation import InvalidationService
 
-    who = Caller(None, admin=True)  # the operator
+    who = operator(settings)
     if args.user:
         who = Identities(settings, db).load(args.user)
         if not who.admin:
             raise Forbidden(f"{args.user} is not an administrator")
     service = InvalidationService(db, settings.public_url)
-    base = service.base(_base_url(settings))
+    base = service.base(settings.server_url)
     report = service.invalidate(who, args.entity, args.reason, base)
     print(json.dumps(report.as_json(base), indent=1))
     jobs = report.jobs
@@ -61,7 +61,7 @@ def rerun(settings: Settings, db: Database, args: argparse.Namespace) -> int:
     _print_plan(plan)
     if args.dry_run or not plan.steps:
         return 0
-    outcomes = service.run(plan, _base_url(settings), lambda line: print(line, file=sys.stderr))
+    outcomes = service.run(plan, settings.server_url, lambda line: print(line, file=sys.stderr))
     print("old job\tnew job\tphase\tnote")
     for outcome in outcomes:
         print(f"{outcome.old}\t{outcome.new or '-'}\t{outcome.phase}\t{outcome.note}")
@@ -86,11 +86,6 @@ def _print_plan(plan: Plan) -> None:
         print(f"opus prov rerun: {plan.note}", file=sys.stderr)
     for activity, why in plan.skipped:
         print(f"opus prov rerun: {activity} left out: {why}", file=sys.stderr)
-
-
-def _base_url(settings: Settings) -> str:
-    """The server's base URL as the jobs are told it (a request would show it)."""
-    return settings.public_url or f"http://{settings.host}:{settings.port}"
 
 
 def add_commands(prov: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from opus.config import Settings
-from opus.identity_cli import on_database
+from opus.identity_cli import on_database, operator
 from opus.timeutil import format_datetime
 
 if TYPE_CHECKING:  # the database's modules are imported when a command runs
@@ -18,11 +18,10 @@ if TYPE_CHECKING:  # the database's modules are imported when a command runs
 
 
 def _schedule(db: Database, args: argparse.Namespace) -> int:
-    from opus.auth import Caller
     from opus.daemons import schedule_service
 
     settings = Settings()
-    operator = Caller(None, admin=True, anonymous_public=settings.anonymous)
+    who = operator(settings)
     service = schedule_service(settings, db)
     if args.schedule_command == "add":
         fields = []
@@ -32,14 +31,14 @@ def _schedule(db: Database, args: argparse.Namespace) -> int:
                 print(f"opus schedule add: {item!r} is not key=value", file=sys.stderr)
                 return 2
             fields.append((key, value))
-        base = settings.public_url or f"http://{settings.host}:{settings.port}"
-        record = service.add(operator, args.owner, args.jobdef, fields, base, args.every, args.cron)
+        url = settings.server_url
+        record = service.add(who, args.owner, args.jobdef, fields, url, args.every, args.cron)
         print(json.dumps(_summary(record)))
     elif args.schedule_command == "list":
-        for record in service.all(operator):
+        for record in service.all(who):
             print(json.dumps(_summary(record)))
     else:
-        service.remove(operator, args.id)
+        service.remove(who, args.id)
         print(f"schedule {args.id} removed")
     return 0
 

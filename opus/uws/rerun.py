@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, select
 
-from opus.auth import Caller, Identities
+from opus.auth import Identities
 from opus.errors import NotFound, OpusError, ParameterError
 from opus.ids import (
     ENTITY_PREFIX,
@@ -238,11 +238,7 @@ class RerunService:
         jobdef = self.jobs.registry.get(old.jobdef)
         if jobdef is None:
             raise NotFound(f"job definition {old.jobdef!r} is not served any more")
-        owner = (
-            self.identities.load(old.owner)
-            if old.owner
-            else Caller(None, anonymous_public=self.jobs.settings.anonymous)
-        )
+        owner = self.identities.load(old.owner) if old.owner else self.identities.anonymous
         with self.db.read() as conn:
             parameters = store.get_parameters(conn, old.id)
             shares = accounts.get_shares(conn, old.id)

@@ -162,7 +162,7 @@ class ScheduleService:
         if owner is None:
             if not self.jobs.settings.anonymous:
                 raise BadRequest("a schedule needs an owner where anonymous access is off")
-            return Caller(None, anonymous_public=True)
+            return self.identities.anonymous
         try:
             return self.identities.load(owner)
         except Unauthorized:
