@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 
 from opus.config import Settings
 from opus.execution import orphans, runner
-from opus.execution.destruction import destroy_expired
+from opus.execution.destruction import destruction_task
 from opus.execution.redis_notify import RedisNotifier
 from opus.execution.sweeps import RENEW, Task
 from opus.jobdefs.registry import load_registry
@@ -102,11 +102,7 @@ def sweep_tasks(settings: Settings, context: runner.RunnerContext, app: Celery) 
     return [
         Task("redispatch", RENEW, sweeper.redispatch),
         Task("lost jobs", RENEW, sweeper.lost_jobs),
-        Task(
-            "destruction",
-            settings.sweep_interval,
-            lambda: destroy_expired(settings, context.db, context.notifier),
-        ),
+        destruction_task(settings, context.db, context.notifier),
     ]
 
 

@@ -7,6 +7,7 @@ import shutil
 
 from opus.config import Settings
 from opus.execution.notify import Notifier
+from opus.execution.sweeps import Task
 from opus.store import jobs as store
 from opus.store.db import Database
 from opus.store.objects import StoreUnavailable, storage_of
@@ -32,12 +33,21 @@ def destroy_expired(settings: Settings, db: Database, notifier: Notifier) -> int
     """Delete the jobs past their destruction time, with their files; how many."""
     with db.read() as conn:
         expired = store.expired_job_ids(conn, utcnow())
+    destroyed = 0
     for job_id in expired:
         try:
             destroy_job(settings, db, notifier, job_id)
         except StoreUnavailable as exc:
             log.warning("job %s kept for the next sweep: object store unreachable: %s", job_id, exc)
-            return 0
-    if expired:
-        log.info("destroyed %d job(s) past their destruction time", len(expired))
-    return len(expired)
+            break
+        destroyed += 1
+    if destroyed:
+        log.info("destroyed %d job(s) past their destruction time", destroyed)
+    return destroyed
+
+
+def destruction_task(settings: Settings, db: Database, notifier: Notifier) -> Task:
+    """The sweeps' destruction of expired jobs, every OPUS_SWEEP_INTERVAL."""
+    return Task(
+        "destruction", settings.sweep_interval, lambda: destroy_expired(settings, db, notifier)
+    )

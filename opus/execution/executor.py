@@ -33,7 +33,7 @@ from sqlalchemy.exc import OperationalError
 from opus import metrics
 from opus.config import Settings
 from opus.execution import orphans, runner
-from opus.execution.destruction import destroy_expired
+from opus.execution.destruction import destruction_task
 from opus.execution.dispatch import executor_socket
 from opus.execution.notify import SocketNotifier
 from opus.execution.sweeps import Sweeps, Task, run_logged
@@ -106,14 +106,11 @@ class Executor:
         self.sweeps = Sweeps(self.db, "executor", [*self.sweep_tasks(), *tasks])
 
     def sweep_tasks(self) -> list[Task]:
-        period = self.settings.sweep_interval
         return [
+            destruction_task(self.settings, self.db, self.context.notifier),
             Task(
-                "destruction",
-                period,
-                lambda: destroy_expired(self.settings, self.db, self.context.notifier),
+                "parents", self.settings.sweep_interval, lambda: runner.resume_parents(self.context)
             ),
-            Task("parents", period, lambda: runner.resume_parents(self.context)),
         ]
 
     def spawn_runner(self) -> None:
